@@ -1,0 +1,255 @@
+"""Independent eager reference implementation of TaylorSeer feature forecasting.
+
+This module is the *ground truth* that the compiled ``ts_compile`` backend is
+compared against in the tests.  It is intentionally written plainly, with no
+attempt at efficiency or cleverness, and it does not import anything from
+``ts_compile``.
+
+Algorithm (per listed module, per output tensor of that module)
+----------------------------------------------------------------
+Step index ``s`` counts calls since construction / ``reset()`` (0-based).
+
+* Computed step ``s`` (``computed(s)`` is True, or no computed step has
+  happened yet since reset): the model runs normally.  The output ``F`` of each
+  listed module is captured with a forward hook and its table is updated, in
+  float32, from the previous table ``old`` (made at computed step ``s_prev``)::
+
+      new[0] = F.float()
+      for i in range(order):
+          if i < len(old):
+              new[i + 1] = (new[i] - old[i]) / (s - s_prev)
+          else:
+              break
+
+  The new table replaces the old one, so it holds 1 entry after the first
+  computed step, 2 after the second, ... capped at ``order + 1``.
+
+* Forecast step ``s`` (last computed step ``s_j``): each listed module's
+  ``forward`` is temporarily replaced by a function returning::
+
+      F_hat = sum_i table[i] * ((s - s_j) ** i / math.factorial(i))
+
+  computed in float32 with a Python float coefficient, then cast to the dtype
+  the module's output had when it was captured.  The structure (a tensor, or a
+  tuple / list of tensors) is the same as the captured output.
+
+Note that this lagged-difference recursion forecasts constant (order >= 0)
+and linear (order >= 1) trajectories exactly, but not quadratics or higher,
+because the differences are taken between consecutive *computed* steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["EagerTaylorSeer", "official_schedule"]
+
+
+def official_schedule(
+    warmup: int,
+    interval: int,
+    cooldown: int = 0,
+    num_steps: Optional[int] = None,
+) -> Callable[[int], bool]:
+    """Return the TaylorSeer "official" schedule as a predicate ``step -> bool``.
+
+    Step ``s`` is computed iff ``s < warmup``, or
+    ``(s - (warmup - 1)) % interval == 0``, or
+    (``num_steps`` is given and ``s >= num_steps - cooldown``).
+    """
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1, got {interval}")
+
+    def computed(s: int) -> bool:
+        if s < warmup:
+            return True
+        if (s - (warmup - 1)) % interval == 0:
+            return True
+        if num_steps is not None and s >= num_steps - cooldown:
+            return True
+        return False
+
+    return computed
+
+
+class EagerTaylorSeer:
+    """Eager TaylorSeer wrapper around ``model`` (see the module docstring).
+
+    Args:
+        model: the network; each call ``self(*args, **kwargs)`` is one
+            denoising step and calls ``model(*args, **kwargs)``.
+        module_paths: dotted submodule paths (as in ``model.get_submodule``)
+            whose outputs are cached / forecast.
+        order: Taylor order, 0..4.
+        computed: predicate ``step_index -> bool``; True means the listed
+            modules are run for real at that step.
+
+    Attributes (for inspection by tests):
+        tables: ``{path: [per-output list of float32 tensors]}``; i.e.
+            ``tables[path][k][i]`` is the i-th table entry of output ``k``.
+        computed_steps: list of the step indices that were computed.
+        step: number of calls since construction / reset.
+        last_computed: index of the last computed step (None if none yet).
+        out_kinds: ``{path: "tensor" | "tuple" | "list"}`` structure of the
+            captured output.
+        out_dtypes: ``{path: [dtype per output]}`` as captured.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        module_paths: List[str],
+        order: int,
+        computed: Callable[[int], bool],
+    ):
+        if not (0 <= int(order) <= 4):
+            raise ValueError(f"order must be in 0..4, got {order}")
+        self.model = model
+        self.module_paths = list(module_paths)
+        self.order = int(order)
+        self.computed = computed
+        self.modules: Dict[str, nn.Module] = {
+            p: model.get_submodule(p) for p in self.module_paths
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tables and restart the step counter at 0."""
+        self.tables: Dict[str, List[List[torch.Tensor]]] = {}
+        self.out_kinds: Dict[str, str] = {}
+        self.out_dtypes: Dict[str, List[torch.dtype]] = {}
+        self.computed_steps: List[int] = []
+        self.last_computed: Optional[int] = None
+        self.step: int = 0
+
+    # ------------------------------------------------------------------ #
+    # helpers
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _split_output(path, out):
+        """Return (kind, list_of_tensors) for a module output."""
+        if isinstance(out, torch.Tensor):
+            return "tensor", [out]
+        if isinstance(out, (tuple, list)):
+            for o in out:
+                if not isinstance(o, torch.Tensor):
+                    raise TypeError(
+                        f"module {path!r} returned a {type(out).__name__} "
+                        f"containing a {type(o).__name__}; only tensors are supported"
+                    )
+            return ("tuple" if isinstance(out, tuple) else "list"), list(out)
+        raise TypeError(
+            f"module {path!r} returned {type(out).__name__}; expected a tensor "
+            "or a tuple/list of tensors"
+        )
+
+    def _update_table(self, path: str, outputs: List[torch.Tensor], s: int) -> None:
+        old_tables = self.tables.get(path)
+        s_prev = self.last_computed
+        new_tables = []
+        for k, F in enumerate(outputs):
+            old = old_tables[k] if old_tables is not None else []
+            new = [F.detach().float().clone()]
+            for i in range(self.order):
+                if i < len(old):
+                    new.append((new[i] - old[i]) / (s - s_prev))
+                else:
+                    break
+            new_tables.append(new)
+        self.tables[path] = new_tables
+
+    def forecast(self, path: str, s: int):
+        """Forecast of module ``path``'s output at step ``s`` (same structure
+        and dtypes as the captured output)."""
+        s_j = self.last_computed
+        results = []
+        for k, table in enumerate(self.tables[path]):
+            acc = torch.zeros_like(table[0])
+            for i in range(len(table)):
+                coef = (s - s_j) ** i / math.factorial(i)  # python float
+                acc = acc + table[i] * coef
+            results.append(acc.to(self.out_dtypes[path][k]))
+        kind = self.out_kinds[path]
+        if kind == "tensor":
+            return results[0]
+        if kind == "tuple":
+            return tuple(results)
+        return list(results)
+
+    # ------------------------------------------------------------------ #
+    # one denoising step
+    # ------------------------------------------------------------------ #
+    def __call__(self, *args, **kwargs):
+        s = self.step
+        do_compute = self.last_computed is None or bool(self.computed(s))
+        with torch.no_grad():
+            if do_compute:
+                out = self._computed_step(s, args, kwargs)
+            else:
+                out = self._forecast_step(s, args, kwargs)
+        self.step += 1
+        return out
+
+    def _computed_step(self, s, args, kwargs):
+        captured: Dict[str, object] = {}
+        handles = []
+
+        def make_hook(path):
+            def hook(module, inputs, output):
+                if path in captured:
+                    raise RuntimeError(
+                        f"module {path!r} was called more than once in one step"
+                    )
+                captured[path] = output
+
+            return hook
+
+        try:
+            for path, module in self.modules.items():
+                handles.append(module.register_forward_hook(make_hook(path)))
+            out = self.model(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+        for path in self.module_paths:
+            if path not in captured:
+                raise RuntimeError(f"module {path!r} was not called during step {s}")
+            kind, outputs = self._split_output(path, captured[path])
+            self._update_table(path, outputs, s)
+            self.out_kinds[path] = kind
+            self.out_dtypes[path] = [o.dtype for o in outputs]
+
+        self.last_computed = s
+        self.computed_steps.append(s)
+        return out
+
+    def _forecast_step(self, s, args, kwargs):
+        forecasts = {path: self.forecast(path, s) for path in self.module_paths}
+        saved = {}
+        try:
+            for path, module in self.modules.items():
+                # remember whether the instance had its own `forward` attribute
+                saved[path] = module.__dict__.get("forward", _MISSING)
+
+                def fake_forward(*a, _value=forecasts[path], **k):
+                    return _value
+
+                module.forward = fake_forward
+            return self.model(*args, **kwargs)
+        finally:
+            for path, module in self.modules.items():
+                if path not in saved:
+                    continue
+                prev = saved[path]
+                if prev is _MISSING:
+                    del module.forward
+                else:
+                    module.forward = prev
+
+
+_MISSING = object()

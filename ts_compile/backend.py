@@ -1,0 +1,118 @@
+"""The `taylorseer` Dynamo backend.
+
+Registered through the `torch_dynamo_backends` entry point (pyproject.toml); this module must not
+also call `register_backend` (Dynamo asserts on duplicate names).
+
+    graph from Dynamo -> passes.build_graphs -> compute graph, forecast graph
+                      -> compiled by the chosen compiler -> GraphRuntime (host dispatch)
+
+When the rewrite cannot apply (grad enabled, no blocks, an unsupported region structure) the
+backend warns once and returns a correct plain compile of the same graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from .options import TaylorSeerOptions
+from .passes import NotApplicable, build_graphs
+from .runtime import Controller, GraphRuntime
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_ATTR = "_ts_compile_controller"
+
+
+def _compile_wrapper_frame_owner() -> Any | None:
+    """The `_TorchCompileWrapper` of the `torch.compile` call being compiled, if any.
+
+    Each `torch.compile(...)` creates one; keeping the controller on it gives each compiled model
+    (even two compiled copies of one module) its own state, shared by all of its graphs.
+    """
+    wrapper_code = torch._TorchCompileWrapper.__call__.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is wrapper_code:
+            return frame.f_locals.get("self")
+        frame = frame.f_back
+    return None
+
+
+def controller_for_current_compile(options: TaylorSeerOptions) -> Controller:
+    owner = _compile_wrapper_frame_owner()
+    controller = getattr(owner, CONTROLLER_ATTR, None)
+    if controller is None:
+        controller = Controller(options)
+        if owner is not None:
+            setattr(owner, CONTROLLER_ATTR, controller)
+    return controller
+
+
+def _device_of(example_inputs: Sequence[Any]) -> torch.device:
+    for value in example_inputs:
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return torch.device("cpu")
+
+
+def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
+                  options: TaylorSeerOptions) -> Callable:
+    """Lower one graph with the chosen compiler; returns a plain (unboxed) callable."""
+    if options.compiler == "eager":
+        return gm
+    from torch._inductor.compile_fx import compile_fx
+
+    compiled = compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
+    return lambda *args: compiled(*args)
+
+
+def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str) -> Callable:
+    controller.warn_once(f"{reason}; compiling without TaylorSeer (every step computes).")
+    controller.fallbacks.append(reason)
+    return compile_graph(gm, example_inputs, options)
+
+
+def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str | None = None,
+               options: dict[str, Any] | None = None, **unknown: Any) -> Callable:
+    """Dynamo backend: `torch.compile(model, backend="taylorseer", options={...})`."""
+    if unknown:
+        raise TypeError(f"ts_compile: unexpected backend arguments {sorted(unknown)}")
+    settings = TaylorSeerOptions.from_compile_kwargs(mode, options)
+    controller = controller_for_current_compile(settings)
+    compile_id = gm.meta.get("dynamo_compile_id")
+    controller.record_compile(getattr(compile_id, "frame_id", None))
+
+    if torch.is_grad_enabled():
+        return _plain(gm, example_inputs, settings, controller,
+                      "grad is enabled (TaylorSeer is for inference: wrap the loop in "
+                      "torch.no_grad() or torch.inference_mode())")
+    try:
+        graphs = build_graphs(gm, settings)
+    except NotApplicable as err:
+        return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
+
+    device = _device_of(example_inputs)
+    tables = [torch.zeros((settings.order + 1, *shape), dtype=settings.torch_state_dtype,
+                          device=device)
+              for shape in _example_table_shapes(graphs, example_inputs)]
+    from .taylor import scalars_length
+
+    scalars = torch.zeros(scalars_length(settings.order), device=device)
+    inputs = [*example_inputs, *tables, scalars]
+    compute_fn = compile_graph(graphs.compute, inputs, settings)
+    forecast_fn = compile_graph(graphs.forecast, inputs, settings)
+    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(tables))
+    return GraphRuntime(controller, graphs, compute_fn, forecast_fn, device)
+
+
+def _example_table_shapes(graphs, example_inputs) -> list[tuple[int, ...]]:
+    from .runtime import _ShapeResolver
+
+    resolver = _ShapeResolver(graphs.guarded, [s.shape for s in graphs.guards.tables])
+    return resolver.resolve(resolver.key(tuple(example_inputs)))

@@ -1,0 +1,177 @@
+"""The backend's settings: one typed, validated dataclass.
+
+`torch.compile(model, backend="taylorseer", options={...})` hands the dict here unchecked; every
+bad value is rejected with an error naming the option, the value and what is allowed, before any
+compilation starts. Keys that are not TaylorSeer settings but are Inductor config keys pass through
+to Inductor (``torch.compile`` refuses ``mode=`` together with ``options=``, so the Inductor mode
+and config must be expressible inside ``options``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+import torch
+
+MAX_ORDER = 4
+CUTS = ("block",)  # named cuts; anything else must be a list of regular expressions
+COMPILERS = ("inductor", "eager")
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class OptionError(ValueError):
+    """A TaylorSeer option has a value that is not allowed."""
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise OptionError(f"ts_compile: option {name!r}={value!r} is invalid; allowed: {allowed}.")
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    allowed = f"an int >= {low}" if high is None else f"an int in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(name, value, allowed)
+    if value < low or (high is not None and value > high):
+        _fail(name, value, allowed)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TaylorSeerOptions:
+    """What to forecast, when, and how to compile it.
+
+    order:      Taylor order 0..4 (0 = reuse the last computed output, i.e. FORA).
+    interval:   N >= 1; after warm-up every N-th step is computed.
+    warmup:     steps computed at the start of every generation (>= 1).
+    cooldown:   steps computed at the end (needs num_steps).
+    num_steps:  steps per generation; when known the state resets by itself after the last step.
+    schedule:   explicit computed step indices; overrides interval/warmup/cooldown.
+    cut:        "block" (forecast each transformer block's outputs) or regular expressions over
+                module paths (forecast the outputs of the matching submodules).
+    compiler:   "inductor" or "eager" (run the rewritten graphs as they are: debugging, tests).
+    state_dtype: dtype of the Taylor state ("float32" unless memory demands otherwise).
+    mode:       Inductor mode ("reduce-overhead" captures both graphs as CUDA graphs on GPU).
+    inductor_config: extra Inductor config patches.
+    """
+
+    order: int = 2
+    interval: int = 5
+    warmup: int = 3
+    cooldown: int = 0
+    num_steps: int | None = None
+    schedule: frozenset[int] | None = None
+    cut: str | tuple[str, ...] = "block"
+    compiler: Literal["inductor", "eager"] = "inductor"
+    state_dtype: str = "float32"
+    mode: str | None = None
+    inductor_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_int("order", self.order, 0, MAX_ORDER)
+        _check_int("interval", self.interval, 1)
+        _check_int("warmup", self.warmup, 1)
+        _check_int("cooldown", self.cooldown, 0)
+        if self.num_steps is not None:
+            _check_int("num_steps", self.num_steps, 1)
+        if self.cooldown and self.num_steps is None:
+            _fail("cooldown", self.cooldown, "0 unless num_steps is given (the end must be known)")
+        if self.schedule is not None:
+            self._check_schedule()
+        self._check_cut()
+        if self.compiler not in COMPILERS:
+            _fail("compiler", self.compiler, " or ".join(map(repr, COMPILERS)))
+        if self.state_dtype not in STATE_DTYPES:
+            _fail("state_dtype", self.state_dtype, ", ".join(map(repr, STATE_DTYPES)))
+        if self.mode is not None and self.mode not in INDUCTOR_MODES:
+            _fail("mode", self.mode, ", ".join(map(repr, INDUCTOR_MODES)))
+
+    def _check_schedule(self) -> None:
+        steps = self.schedule
+        if not isinstance(steps, Collection) or isinstance(steps, (str, bytes)):
+            _fail("schedule", steps, "a collection of computed step indices (ints >= 0)")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
+            _fail("schedule", steps, "a collection of computed step indices (ints >= 0)")
+        if 0 not in steps:
+            _fail("schedule", sorted(steps), "a collection that contains step 0 (the first "
+                  "step has nothing to forecast from)")
+        if self.num_steps is not None and max(steps) >= self.num_steps:
+            _fail("schedule", sorted(steps), f"indices below num_steps={self.num_steps}")
+        object.__setattr__(self, "schedule", frozenset(steps))
+
+    def _check_cut(self) -> None:
+        cut = self.cut
+        if isinstance(cut, str):
+            if cut not in CUTS:
+                _fail("cut", cut, f"{' or '.join(map(repr, CUTS))}, or a list of regular "
+                      "expressions over module paths (e.g. [r'blocks\\.\\d+\\.attn'])")
+            return
+        if not isinstance(cut, Collection) or not cut:
+            _fail("cut", cut, "'block' or a non-empty list of regular expressions")
+        for pattern in cut:
+            if not isinstance(pattern, str):
+                _fail("cut", cut, "'block' or a list of regular expressions (strings)")
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                _fail("cut", pattern, f"a valid regular expression ({err})")
+        object.__setattr__(self, "cut", tuple(cut))
+
+    @property
+    def torch_state_dtype(self) -> torch.dtype:
+        return STATE_DTYPES[self.state_dtype]
+
+    def inductor_patches(self) -> dict[str, Any]:
+        """Inductor config for this compile: the mode's settings, then explicit keys."""
+        patches: dict[str, Any] = {}
+        if self.mode not in (None, "default"):
+            patches.update(torch._inductor.list_mode_options(self.mode))
+        patches.update(self.inductor_config)
+        return patches
+
+    @classmethod
+    def from_compile_kwargs(cls, mode: str | None = None,
+                            options: Mapping[str, Any] | None = None) -> TaylorSeerOptions:
+        """Build from what ``torch.compile(mode=..., options=...)`` passes to a backend."""
+        if options is not None and not isinstance(options, Mapping):
+            raise OptionError(f"ts_compile: options must be a dict, got {type(options).__name__}.")
+        ours = {f.name for f in dataclasses.fields(cls)} - {"inductor_config"}
+        settings: dict[str, Any] = {}
+        inductor: dict[str, Any] = {}
+        for key, value in (options or {}).items():
+            if key in ours:
+                settings[key] = value
+            elif key == "inductor_config" and isinstance(value, Mapping):
+                inductor.update(value)
+            elif _is_inductor_config_key(key):
+                inductor[key] = value
+            else:
+                raise OptionError(
+                    f"ts_compile: unknown option {key!r}; TaylorSeer options are "
+                    f"{', '.join(sorted(ours))}, and Inductor config keys pass through "
+                    "(see torch._inductor.config).")
+        if mode is not None:
+            if "mode" in settings and settings["mode"] != mode:
+                raise OptionError(f"ts_compile: mode={mode!r} conflicts with options['mode']="
+                                  f"{settings['mode']!r}; give it once.")
+            settings["mode"] = mode
+        return cls(inductor_config=inductor, **settings)
+
+    @classmethod
+    def coerce(cls, value: TaylorSeerOptions | Mapping[str, Any] | None) -> TaylorSeerOptions:
+        if isinstance(value, cls):
+            return value
+        return cls.from_compile_kwargs(options=value)
+
+
+def _is_inductor_config_key(key: str) -> bool:
+    import torch._inductor.config as inductor_config
+
+    try:
+        inductor_config.__getattr__(key)
+    except AttributeError:
+        return False
+    return True

@@ -1,0 +1,126 @@
+"""Pass 1: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
+
+cut="block": a region is one call of a transformer block, i.e. a composite module that is a
+numbered child of a module list holding two or more instances of its class, taken at the
+outermost such level. cut=[regex, ...]: a region is one call of the outermost module whose path
+matches one of the expressions. Regions that cannot be forecast safely (cycles through outside
+code, in-place writes to outside values, non-tensor outputs) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import re
+from collections import defaultdict
+
+import torch.fx as fx
+from torch.fx.passes.utils.fuser_utils import validate_partition
+
+from ..options import TaylorSeerOptions
+from .regions import REGIONS_KEY, SKIPPED_KEY, Region, is_tensor_value, module_stack
+
+log = logging.getLogger(__name__)
+
+_INDEXED = re.compile(r"(.*)\.(\d+)")
+
+
+def _block_selector(nodes: list[fx.Node]):
+    """Select (path, class) pairs that are repeated composite children of a module list."""
+    instances: dict[tuple[str, str], set[str]] = defaultdict(set)
+    composite: set[str] = set()  # paths that contain other called modules
+    for node in nodes:
+        stack = module_stack(node)
+        for depth, (_, path, cls) in enumerate(stack):
+            match = _INDEXED.fullmatch(path)
+            if match:
+                instances[(match.group(1), cls)].add(match.group(2))
+            if depth + 1 < len(stack):
+                composite.add(path)
+    repeated = {key for key, indices in instances.items() if len(indices) >= 2}
+
+    def select(path: str, cls: str) -> bool:
+        match = _INDEXED.fullmatch(path)
+        return bool(match) and (match.group(1), cls) in repeated and path in composite
+
+    return select
+
+
+def _pattern_selector(patterns: tuple[str, ...]):
+    compiled = [re.compile(p) for p in patterns]
+    return lambda path, cls: any(p.fullmatch(path) for p in compiled)
+
+
+_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                      operator.ifloordiv, operator.imod, operator.ipow, operator.iand,
+                      operator.ior, operator.ixor, operator.ilshift, operator.irshift}
+
+
+def _is_inplace(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.op != "call_function":
+        return False
+    if node.target in _INPLACE_OPERATORS or node.kwargs.get("inplace") is True:
+        return True
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None:
+        return schema.is_mutable
+    name = getattr(node.target, "__name__", "")
+    return name.endswith("_") and not name.startswith("_")
+
+
+def _mutates_outside(node: fx.Node, members: set[fx.Node]) -> bool:
+    """An in-place op on a tensor from outside the region: forecasting would drop the write."""
+    target = node.args[0] if node.args else None
+    return _is_inplace(node) and isinstance(target, fx.Node) and target not in members
+
+
+def _why_unsupported(region: Region, members: set[fx.Node]) -> str | None:
+    if not validate_partition(region.nodes):
+        return "its nodes are interleaved with outside code that depends on them (not convex)"
+    for node in region.nodes:
+        if _mutates_outside(node, members):
+            return f"it writes in place to a value from outside ({node.format_node()})"
+    for out in region.outputs:
+        if not is_tensor_value(out):
+            return f"output {out.name} is not a tensor"
+    if not region.outputs:
+        return "nothing outside reads its result"
+    return None
+
+
+def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
+    nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    select = (_block_selector(nodes) if settings.cut == "block"
+              else _pattern_selector(settings.cut))
+
+    grouped: dict[str, Region] = {}
+    for node in nodes:
+        for key, path, cls in module_stack(node):
+            if select(path, cls):
+                suffix = key[key.index("@"):] if "@" in key else ""
+                region = grouped.setdefault(key, Region(path + suffix, cls, [], [], []))
+                region.nodes.append(node)
+                break
+
+    regions, skipped = [], []
+    for region in grouped.values():
+        members = set(region.nodes)
+        region.inputs = list(dict.fromkeys(
+            arg for node in region.nodes for arg in node.all_input_nodes if arg not in members))
+        region.outputs = [n for n in region.nodes if any(u not in members for u in n.users)]
+        reason = _why_unsupported(region, members)
+        if reason:
+            skipped.append((region.name, reason))
+            log.warning("ts_compile: region %s is computed on every step: %s", region.name, reason)
+        else:
+            regions.append(region)
+
+    gm.meta[REGIONS_KEY] = regions
+    gm.meta[SKIPPED_KEY] = skipped
+    log.info("find_regions: %d regions (%s), %d skipped", len(regions),
+             ", ".join(r.name for r in regions[:4]) + (" ..." if len(regions) > 4 else ""),
+             len(skipped))
+    return gm

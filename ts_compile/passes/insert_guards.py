@@ -1,0 +1,194 @@
+"""Pass 3: rewrite each region into a guarded branch (`torch.cond` form).
+
+    out_0, ..., out_k = region(inputs)
+becomes
+    out_0, ..., out_k = cond(compute, region_and_update_k, forecast_k, (inputs, tables, scalars))
+
+with new graph inputs: one table per live output (shape ``(order + 1, *out.shape)``), the per-step
+`scalars` vector (see `ts_compile.taylor`) and the boolean `compute`. The compute branch runs the
+region and copies the updated tables in place; the forecast branch evaluates the polynomial. A
+non-live output is returned as zeros by the forecast branch: under the shared guard it is only
+read by regions that are themselves forecast (see `mark_live_outputs`).
+
+The result runs as it is (eagerly, `torch.cond` with grad off) and is the inspectable artefact that
+`ts_compile.explain` prints and the property tests check; `specialize_guards` resolves it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import operator
+
+import torch
+import torch.fx as fx
+from torch.fx.passes.tools_common import legalize_graph
+
+from ..options import TaylorSeerOptions
+from ..taylor import forecast_from_table, updated_table
+from .regions import REGIONS_KEY, Region, example_value
+
+log = logging.getLogger(__name__)
+
+GUARDS_KEY = "ts_guards"
+COND_ONLY = "ts_cond_only"  # meta flag: node exists to satisfy cond's aliasing rules only
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One live region output and the Taylor table that shadows it."""
+
+    region: str
+    output_index: int
+    output_name: str
+    shape: tuple  # of ints or SymInts (dynamic shapes)
+    dtype: torch.dtype  # the output's dtype (the table has the state dtype)
+
+
+@dataclasses.dataclass
+class GuardInfo:
+    """Where `insert_guards` put things in the guarded graph."""
+
+    num_user_inputs: int  # the original graph's placeholders come first, unchanged
+    tables: list[TableSpec]
+    region_names: list[str]
+    outputs_per_region: list[int]
+
+
+def _fake_like(value, shape, dtype):
+    fake_mode = getattr(value, "fake_mode", None)
+    if fake_mode is None:
+        return None
+    with fake_mode:
+        return torch.empty(shape, dtype=dtype, device=value.device)
+
+
+def _zeros_node(graph: fx.Graph, value: torch.Tensor, operands: list[fx.Node]) -> fx.Node:
+    """Zeros shaped like `value`; symbolic sizes are read off an operand with the same size."""
+    sizes = []
+    for size in value.shape:
+        if isinstance(size, int):
+            sizes.append(size)
+            continue
+        for operand in operands:
+            ev = example_value(operand)
+            dims = [d for d, s in enumerate(getattr(ev, "shape", ())) if str(s) == str(size)]
+            if dims:
+                sizes.append(graph.call_function(torch.ops.aten.sym_size.int, (operand, dims[0])))
+                break
+        else:
+            raise NotImplementedError(f"cannot express dynamic size {size} of a dead output")
+    return graph.call_function(torch.zeros, (sizes,), {"dtype": value.dtype, "device": value.device})
+
+
+def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: fx.Node,
+            compute: bool) -> fx.GraphModule:
+    graph = fx.Graph(owning_module=gm)
+    env: dict[fx.Node, fx.Node] = {}
+    for value in [*region.inputs, *tables, scalars]:
+        placeholder = graph.placeholder(value.name)
+        placeholder.meta = dict(value.meta)
+        env[value] = placeholder
+    operands = [env[v] for v in region.inputs]
+    live_tables = iter(env[t] for t in tables)
+    results = []
+    if compute:
+        for node in region.nodes:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+        for out, is_live in zip(region.outputs, region.live):
+            if is_live:
+                table = next(live_tables)
+                new = graph.call_function(updated_table, (table, env[out], env[scalars]))
+                graph.call_function(torch.ops.aten.copy_.default, (table, new))
+            clone = graph.call_function(torch.clone, (env[out],),
+                                        {"memory_format": torch.contiguous_format})
+            clone.meta[COND_ONLY] = True
+            results.append(clone)
+    else:
+        for out, is_live in zip(region.outputs, region.live):
+            value = example_value(out)
+            if is_live:
+                results.append(graph.call_function(
+                    forecast_from_table, (next(live_tables), env[scalars], value.dtype)))
+            else:
+                results.append(_zeros_node(graph, value, operands))
+    graph.output(tuple(results))
+    return fx.GraphModule(gm, graph, f"{'compute' if compute else 'forecast'}_branch")
+
+
+def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Replace every region of ``gm.meta["ts_regions"]`` by a `torch.cond` over new inputs."""
+    regions: list[Region] = gm.meta[REGIONS_KEY]
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    state_dtype = settings.torch_state_dtype
+    specs: list[TableSpec] = []
+
+    with graph.inserting_after(placeholders[-1]):
+        # Inserted in reverse: each goes right after the last original placeholder.
+        pred = graph.placeholder("ts_compute")
+        scalars = graph.placeholder("ts_scalars")
+        table_nodes: list[list[fx.Node]] = []
+        for r, region in enumerate(regions):
+            table_nodes.append([])
+            for k, out in enumerate(region.outputs):
+                if region.live[k]:
+                    table = graph.placeholder(f"ts_table_{r}_{k}")
+                    value = example_value(out)
+                    shape = (settings.order + 1, *value.shape)
+                    table.meta["example_value"] = _fake_like(value, shape, state_dtype)
+                    # Static address for CUDA graphs: the runtime owns these tensors for good.
+                    table.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
+                    table_nodes[-1].append(table)
+                    specs.append(TableSpec(region.name, k, out.name, tuple(value.shape), value.dtype))
+    # Placeholders were inserted in reverse order; put them back in a stable order.
+    new_placeholders = [t for ts in table_nodes for t in ts] + [scalars, pred]
+    anchor = placeholders[-1]
+    for node in new_placeholders:
+        anchor.append(node)
+        anchor = node
+
+    replaced: dict[fx.Node, fx.Node] = {}  # outputs of earlier regions -> their getitem
+    for r, region in enumerate(regions):
+        members = set(region.nodes)
+        region.inputs = [replaced.get(v, v) for v in region.inputs]
+        true_gm = _branch(gm, region, table_nodes[r], scalars, compute=True)
+        false_gm = _branch(gm, region, table_nodes[r], scalars, compute=False)
+        true_name, false_name = f"ts_compute_{r}", f"ts_forecast_{r}"
+        gm.add_submodule(true_name, true_gm)
+        gm.add_submodule(false_name, false_gm)
+        with graph.inserting_after(region.nodes[-1]):
+            true_attr = graph.get_attr(true_name)
+        with graph.inserting_after(true_attr):
+            false_attr = graph.get_attr(false_name)
+        with graph.inserting_after(false_attr):
+            operands = tuple([*region.inputs, *table_nodes[r], scalars])
+            cond = graph.call_function(torch.ops.higher_order.cond,
+                                       (pred, true_attr, false_attr, operands))
+            cond.meta["ts_region"] = region.name
+            cond.meta["example_value"] = tuple(example_value(o) for o in region.outputs)
+        anchor = cond
+        for k, out in enumerate(region.outputs):
+            with graph.inserting_after(anchor):
+                item = graph.call_function(operator.getitem, (cond, k))
+            item.meta = {"example_value": example_value(out), "ts_region": region.name}
+            out.replace_all_uses_with(item, delete_user_cb=lambda user: user not in members)
+            replaced[out] = item
+            anchor = item
+        for node in reversed(region.nodes):
+            graph.erase_node(node)
+
+    # legalize_graph rebuilds the graph; AOTAutograd needs every placeholder's `_dynamo_source`
+    # (None for the inputs added here).
+    sources = {n.name: getattr(n, "_dynamo_source", None) for n in graph.find_nodes(op="placeholder")}
+    legalize_graph(gm)
+    for node in gm.graph.find_nodes(op="placeholder"):
+        node._dynamo_source = sources[node.name]
+    gm.graph.lint()
+    gm.recompile()
+    gm.meta[GUARDS_KEY] = GuardInfo(
+        num_user_inputs=len(placeholders), tables=specs,
+        region_names=[r.name for r in regions],
+        outputs_per_region=[len(r.outputs) for r in regions])
+    log.info("insert_guards: %d regions guarded, %d tables", len(regions), len(specs))
+    return gm

@@ -1,0 +1,48 @@
+"""Pass 2: decide which region outputs carry Taylor state.
+
+On a forecast step every region is replaced by its forecast at once, so a region output that only
+feeds other regions (block i -> block i+1), directly or through outside code that itself only
+feeds regions, is never read. Only outputs reachable backwards from the graph's output (or from
+an impure node) without passing through a region are live; only they get a table. For a chain of
+blocks that is the last block's output: state memory is (order + 1) x live outputs, not x blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch.fx as fx
+
+from ..options import TaylorSeerOptions
+from .regions import REGIONS_KEY
+
+log = logging.getLogger(__name__)
+
+
+def mark_live_outputs(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Set ``region.live`` for every region in ``gm.meta["ts_regions"]``."""
+    regions = gm.meta[REGIONS_KEY]
+    owner = {node: region for region in regions for node in region.nodes}
+    live_nodes: set[fx.Node] = set()
+
+    roots = [n for n in gm.graph.nodes if n.op == "output"
+             or (n.op != "placeholder" and n not in owner and n.is_impure())]
+    stack, seen = list(roots), set(roots)
+    while stack:
+        node = stack.pop()
+        if node in owner:  # a region value reached from outside: live; do not enter the region
+            live_nodes.add(node)
+            continue
+        for arg in node.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                stack.append(arg)
+
+    for region in regions:
+        region.live = [out in live_nodes for out in region.outputs]
+        hidden = [n.name for n in live_nodes if owner.get(n) is region and n not in region.outputs]
+        assert not hidden, f"live non-output nodes in {region.name}: {hidden}"
+    count = sum(sum(r.live) for r in regions)
+    log.info("mark_live_outputs: %d of %d region outputs are live", count,
+             sum(len(r.outputs) for r in regions))
+    return gm

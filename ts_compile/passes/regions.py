@@ -1,0 +1,78 @@
+"""What the passes share: the Region record, module-path normalisation, subgraph extraction."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import torch
+import torch.fx as fx
+
+# Keys the passes leave on `gm.meta` for the next pass and for `ts_compile.explain`.
+REGIONS_KEY = "ts_regions"
+SKIPPED_KEY = "ts_skipped_regions"
+
+
+@dataclasses.dataclass
+class Region:
+    """A subgraph whose outputs are forecast: one call of one module (a block, or a cut's match)."""
+
+    name: str  # module path, plus "@k" when the same module is called more than once
+    module_class: str
+    nodes: list[fx.Node]  # in graph order
+    inputs: list[fx.Node]  # values the region reads from outside
+    outputs: list[fx.Node]  # region values read outside the region
+    live: list[bool] = dataclasses.field(default_factory=list)  # per output: carries Taylor state
+
+    @property
+    def live_outputs(self) -> list[fx.Node]:
+        return [out for out, is_live in zip(self.outputs, self.live) if is_live]
+
+
+def normalize_module_path(raw: str) -> str:
+    """Dotted module path relative to the compiled root, whatever Dynamo's source spelling.
+
+    `L['self'].blocks.1.norm`, `L['self'].__dict__['_modules']['transformer_blocks'].0` (diffusers'
+    ModelMixin) and `L['function_reference'].forward.__self__...` (diffusers hooks) all map to
+    plain `blocks.1.norm` / `transformer_blocks.0`.
+    """
+    path = re.sub(r"\.?(?:__dict__\[['\"]_modules['\"]\]|_modules)\[['\"]([^'\"]+)['\"]\]", r".\1", raw)
+    path = re.sub(r"^L\[['\"][^'\"]*['\"]\]", "", path)
+    path = re.sub(r"^(?:\.forward\.__self__|\.__self__)+", "", path)
+    path = re.sub(r"\[['\"]([^'\"]+)['\"]\]", r".\1", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    return path.strip(".")
+
+
+def module_stack(node: fx.Node) -> list[tuple[str, str, str]]:
+    """(call key, normalised path, class qualname) from outermost to innermost module."""
+    stack = node.meta.get("nn_module_stack") or {}
+    entries = []
+    for key, value in stack.items():
+        raw_path, cls = value
+        cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+        entries.append((str(key), normalize_module_path(str(raw_path)), cls_name))
+    return entries
+
+
+def example_value(node: fx.Node):
+    return node.meta.get("example_value", node.meta.get("val"))
+
+
+def extract_subgraph(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node],
+                     outputs: list[fx.Node]) -> fx.Graph:
+    """A new graph computing `outputs` from placeholders standing for `inputs` (meta is copied)."""
+    graph = fx.Graph(owning_module=gm)
+    env: dict[fx.Node, fx.Node] = {}
+    for value in inputs:
+        placeholder = graph.placeholder(value.name)
+        placeholder.meta = dict(value.meta)
+        env[value] = placeholder
+    for node in nodes:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(tuple(env[out] for out in outputs))
+    return graph
+
+
+def is_tensor_value(node: fx.Node) -> bool:
+    return isinstance(example_value(node), torch.Tensor)

@@ -1,0 +1,181 @@
+"""Host-side dispatch: per call, pick the compute or the forecast graph and feed it its state.
+
+`Controller`: one per `torch.compile(...)` call (one compiled model). Holds the options, the call
+context (diffusers' "cond"/"uncond"), an explicit step index when a pipeline gives one, the
+warnings already given and the counters `ts_compile.stats` reports.
+
+`GraphRuntime`: one per graph Dynamo hands the backend. Owns the two compiled graphs and one
+`TaylorState` per context; its `__call__` is the hot path: a few integer comparisons, one small
+host->device copy of the step's scalars, one call. No device->host sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import sympy
+import torch
+
+from .options import TaylorSeerOptions
+from .passes import TaylorSeerGraphs
+from .passes.regions import example_value
+from .schedule import is_computed_step
+from .state import TaylorState
+from .taylor import compute_step_scalars, forecast_step_scalars
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = "default"
+
+
+class Controller:
+    """Everything the graphs of one compiled model share."""
+
+    def __init__(self, options: TaylorSeerOptions) -> None:
+        self.options = options
+        self.runtimes: list[GraphRuntime] = []
+        self.context = DEFAULT_CONTEXT
+        self.step_index: int | None = None  # given by a pipeline (cache_context); else counted
+        self.num_steps: int | None = None  # given by a pipeline; else options.num_steps
+        self.fallbacks: list[str] = []  # why a graph got a plain compile
+        self.compiled_frames: dict[int, int] = {}  # Dynamo frame id -> graphs compiled for it
+        self._warned: set[str] = set()
+
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(f"ts_compile: {message}", stacklevel=3)
+
+    def record_compile(self, frame_id: int | None) -> None:
+        if frame_id is not None:
+            self.compiled_frames[frame_id] = self.compiled_frames.get(frame_id, 0) + 1
+
+    def reset(self) -> None:
+        """Start a new generation: every graph's state, in every context, forgets its history."""
+        for runtime in self.runtimes:
+            runtime.reset()
+        self.step_index = None
+
+    def stats(self) -> dict[str, Any]:
+        computed = sum(r.computed_steps for r in self.runtimes)
+        forecast = sum(r.forecast_steps for r in self.runtimes)
+        return {
+            "graphs": len(self.runtimes),
+            "regions": [name for r in self.runtimes for name in r.region_names],
+            "skipped_regions": [s for r in self.runtimes for s in r.skipped],
+            "live_outputs": sum(len(r.table_specs) for r in self.runtimes),
+            "computed_steps": computed,
+            "forecast_steps": forecast,
+            "state_bytes": sum(r.state_bytes for r in self.runtimes),
+            "recompiles": sum(n - 1 for n in self.compiled_frames.values()),
+            "fallbacks": list(self.fallbacks),
+            "contexts": sorted({c for r in self.runtimes for c in r.states}),
+        }
+
+
+class _ShapeResolver:
+    """Concrete table shapes from the call's arguments (tables follow dynamic sizes)."""
+
+    def __init__(self, guarded: torch.fx.GraphModule, shapes: list[tuple]) -> None:
+        self.shapes = shapes
+        self.static = all(isinstance(d, int) for shape in shapes for d in shape)
+        self.sources: list[tuple[int, int | None, sympy.Symbol]] = []
+        if self.static:
+            return
+        placeholders = [n for n in guarded.graph.nodes if n.op == "placeholder"]
+        for index, node in enumerate(placeholders):
+            value = example_value(node)
+            if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
+                self.sources.append((index, None, value.node.expr))
+            elif isinstance(value, torch.Tensor):
+                for dim, size in enumerate(value.shape):
+                    if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
+                        self.sources.append((index, dim, size.node.expr))
+
+    def key(self, args: tuple) -> tuple:
+        if self.static:
+            return ()
+        return tuple(args[i] if d is None else args[i].shape[d] for i, d, _ in self.sources)
+
+    def resolve(self, key: tuple) -> list[tuple[int, ...]]:
+        if self.static:
+            return [tuple(shape) for shape in self.shapes]
+        mapping = {sym: value for (_, _, sym), value in zip(self.sources, key)}
+        return [tuple(d if isinstance(d, int) else int(d.node.expr.xreplace(mapping))
+                      for d in shape) for shape in self.shapes]
+
+
+class GraphRuntime:
+    """The callable the backend returns to Dynamo for one graph."""
+
+    def __init__(self, controller: Controller, graphs: TaylorSeerGraphs,
+                 compute_fn: Callable, forecast_fn: Callable, device: torch.device) -> None:
+        self.controller = controller
+        self.graphs = graphs
+        self.compute_fn = compute_fn
+        self.forecast_fn = forecast_fn
+        self.device = device
+        self.table_specs = graphs.guards.tables
+        self.region_names = graphs.guards.region_names
+        self.skipped = graphs.skipped
+        self.options = controller.options
+        self.shapes = _ShapeResolver(graphs.guarded, [s.shape for s in self.table_specs])
+        self.states: dict[str, TaylorState] = {}
+        self._state_keys: dict[str, tuple] = {}
+        self.computed_steps = 0
+        self.forecast_steps = 0
+        controller.runtimes.append(self)
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(state.nbytes for state in self.states.values())
+
+    def reset(self) -> None:
+        for state in self.states.values():
+            state.reset()
+
+    def _state_for(self, context: str, args: tuple) -> TaylorState:
+        key = self.shapes.key(args)
+        state = self.states.get(context)
+        if state is not None and self._state_keys[context] == key:
+            return state
+        if state is not None and state.calls:
+            self.controller.warn_once(
+                "input shapes changed in the middle of a generation; the Taylor state was "
+                "dropped and the next step is computed (state from one shape is never reused "
+                "for another). Call ts_compile.reset(model) between generations.")
+        state = TaylorState(self.shapes.resolve(key), self.options.order,
+                            self.options.torch_state_dtype, self.device)
+        self.states[context] = state
+        self._state_keys[context] = key
+        return state
+
+    def __call__(self, *args: Any) -> Any:
+        controller = self.controller
+        state = self._state_for(controller.context, args)
+        step = controller.step_index
+        if step is None:
+            step = state.calls
+        elif state.last_step is not None and step <= state.last_step:
+            state.reset()  # the pipeline's step index went back: a new generation
+        num_steps = controller.num_steps or self.options.num_steps
+        order = self.options.order
+        if state.filled == 0 or is_computed_step(step, self.options, num_steps):
+            dt = 0 if state.last_computed is None else step - state.last_computed
+            state.write_scalars(compute_step_scalars(order, dt, state.filled))
+            out = self.compute_fn(*args, *state.tables, state.scalars)
+            state.record_computed(step)
+            self.computed_steps += 1
+        else:
+            offset = step - state.last_computed
+            state.write_scalars(forecast_step_scalars(order, offset, state.filled))
+            out = self.forecast_fn(*args, *state.tables, state.scalars)
+            self.forecast_steps += 1
+        state.calls += 1
+        state.last_step = step
+        if num_steps is not None and step >= num_steps - 1:
+            state.reset()  # the generation is over; the next call starts a new one
+        return out

@@ -1,0 +1,47 @@
+"""Taylor state of one compiled graph for one call context ("cond", "uncond", ...).
+
+Kept apart from behaviour: the runtime decides, this holds. The tables and the per-step scalars
+are allocated once and updated in place, so their addresses never change (CUDA graphs replay
+against static addresses). `reset()` is a first-class operation: it forgets the history, and the
+next step is computed, whatever the schedule says.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .taylor import scalars_length
+
+
+class TaylorState:
+    """Tables for the live outputs of one graph, plus the host-side history they summarise."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], order: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.order = order
+        self.shapes = shapes
+        self.tables = [torch.zeros((order + 1, *shape), dtype=dtype, device=device)
+                       for shape in shapes]
+        self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
+        self._pinned = device.type == "cuda"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history. Tables keep their storage (they are rewritten before any read)."""
+        self.filled = 0  # orders present in the tables (0: nothing to forecast from)
+        self.last_computed: int | None = None  # step index of the last computed step
+        self.calls = 0  # calls in this generation (the step index when none is given)
+        self.last_step: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tables)
+
+    def write_scalars(self, values: list[float]) -> None:
+        """Copy this step's scalars to the device without a host sync."""
+        host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
+        self.scalars.copy_(host, non_blocking=self._pinned)
+
+    def record_computed(self, step: int) -> None:
+        self.filled = min(self.filled + 1, self.order + 1)
+        self.last_computed = step
