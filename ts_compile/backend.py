@@ -44,6 +44,23 @@ def _compile_wrapper_frame_owner() -> Any | None:
     return None
 
 
+class _OwnOptions(dict):
+    """The options of one `torch.compile` call, equal only to themselves.
+
+    Dynamo lets a compiled model reuse another's cached graphs when their backends compare equal,
+    and `_TorchCompileWrapper.__eq__` compares the options dicts by value: two compiled copies of
+    one module would then share graphs, and with them Taylor state. Identity equality stops that.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def controller_for_current_compile(options: TaylorSeerOptions) -> Controller:
     owner = _compile_wrapper_frame_owner()
     controller = getattr(owner, CONTROLLER_ATTR, None)
@@ -51,6 +68,7 @@ def controller_for_current_compile(options: TaylorSeerOptions) -> Controller:
         controller = Controller(options)
         if owner is not None:
             setattr(owner, CONTROLLER_ATTR, controller)
+            owner.kwargs["options"] = _OwnOptions(owner.kwargs.get("options") or {})
     return controller
 
 

@@ -1,8 +1,8 @@
 """Pass 1: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
 
-cut="block": a region is one call of a transformer block, i.e. a composite module that is a
-numbered child of a module list holding two or more instances of its class, taken at the
-outermost such level. cut=[regex, ...]: a region is one call of the outermost module whose path
+cut="block": a region is one call of a transformer block, i.e. a numbered child of a module list
+whose called children (two or more) all share one class that is not a torch.nn leaf module,
+taken at the outermost such level. cut=[regex, ...]: a region is one call of the outermost module whose path
 matches one of the expressions. Regions that cannot be forecast safely (cycles through outside
 code, in-place writes to outside values, non-tensor outputs) are skipped with the reason.
 """
@@ -26,22 +26,25 @@ _INDEXED = re.compile(r"(.*)\.(\d+)")
 
 
 def _block_selector(nodes: list[fx.Node]):
-    """Select (path, class) pairs that are repeated composite children of a module list."""
-    instances: dict[tuple[str, str], set[str]] = defaultdict(set)
-    composite: set[str] = set()  # paths that contain other called modules
+    """Select (path, class) pairs that are repeated children of a homogeneous module list.
+
+    A list qualifies when two or more of its numbered children are called, all of one class, and
+    that class is not a torch.nn leaf (`Sequential(Linear, SiLU, Linear)` embedders are no blocks).
+    """
+    children: dict[str, dict[str, str]] = defaultdict(dict)  # list path -> index -> class
     for node in nodes:
-        stack = module_stack(node)
-        for depth, (_, path, cls) in enumerate(stack):
+        for _, path, cls in module_stack(node):
             match = _INDEXED.fullmatch(path)
             if match:
-                instances[(match.group(1), cls)].add(match.group(2))
-            if depth + 1 < len(stack):
-                composite.add(path)
-    repeated = {key for key, indices in instances.items() if len(indices) >= 2}
+                children[match.group(1)][match.group(2)] = cls
+    block_lists = {
+        parent: classes.pop() for parent, members in children.items()
+        if len(members) >= 2 and len(classes := set(members.values())) == 1
+        and not next(iter(classes)).startswith("torch.nn.modules.")}
 
     def select(path: str, cls: str) -> bool:
         match = _INDEXED.fullmatch(path)
-        return bool(match) and (match.group(1), cls) in repeated and path in composite
+        return bool(match) and block_lists.get(match.group(1)) == cls
 
     return select
 
