@@ -194,3 +194,36 @@ def test_explain_reports_regions_and_state_without_generation():
     assert report.state_bytes == 2 * 2 * (2 * 3 * 8) * 4
     assert "torch.ops.higher_order.cond" in report.guarded_graph
     assert "blocks1.1[0]" in str(report)
+
+
+def test_shape_changes_between_generations_never_reuse_state():
+    # The second shape makes Dynamo recompile with dynamic sizes; the third reuses that graph
+    # with tables reallocated for the new size.
+    spec = TUPLE_OUT
+    model = build_model(spec)
+    compiled = compile_ts(model, order=2, interval=3, warmup=1)
+    reference = EagerTaylorSeer(model, block_paths(spec), 2, official_schedule(1, 3))
+    with torch.no_grad():
+        for tokens in (3, 5, 7, 3):
+            x = make_inputs(spec, tokens=tokens)
+            for step in range(7):
+                t = torch.tensor(1 - step / 7)
+                torch.testing.assert_close(compiled(x, t), reference(x, t), rtol=1e-5, atol=1e-5)
+            ts_compile.reset(compiled)
+            reference.reset()
+    assert ts_compile.stats(compiled)["graphs"] == 2
+
+
+def test_shape_change_mid_generation_warns_and_recomputes():
+    spec = TENSOR_OUT
+    model = build_model(spec)
+    compiled = compile_ts(model, order=1, interval=4, warmup=1, fullgraph=False)
+    with torch.no_grad():
+        for tokens in (3, 5):  # make the graph dynamic first
+            compiled(make_inputs(spec, tokens=tokens), torch.tensor(0.0))
+            ts_compile.reset(compiled)
+        compiled(make_inputs(spec, tokens=5), torch.tensor(0.0))
+        x = make_inputs(spec, tokens=6)
+        with pytest.warns(UserWarning, match="shapes changed in the middle of a generation"):
+            out = compiled(x, torch.tensor(0.1))  # step 1 would be a forecast step
+    torch.testing.assert_close(out, model(x, torch.tensor(0.1)))

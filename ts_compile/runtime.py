@@ -21,6 +21,7 @@ import torch
 
 from .options import TaylorSeerOptions
 from .passes import TaylorSeerGraphs
+from .passes.insert_guards import GUARDS_KEY
 from .passes.regions import example_value
 from .schedule import is_computed_step
 from .state import TaylorState
@@ -85,8 +86,9 @@ class _ShapeResolver:
         self.sources: list[tuple[int, int | None, sympy.Symbol]] = []
         if self.static:
             return
-        placeholders = [n for n in guarded.graph.nodes if n.op == "placeholder"]
-        for index, node in enumerate(placeholders):
+        placeholders = list(guarded.graph.find_nodes(op="placeholder"))
+        num_user_inputs = guarded.meta[GUARDS_KEY].num_user_inputs
+        for index, node in enumerate(placeholders[:num_user_inputs]):
             value = example_value(node)
             if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
                 self.sources.append((index, None, value.node.expr))
