@@ -22,29 +22,40 @@ from .regions import REGIONS_KEY, SKIPPED_KEY, Region, is_tensor_value, module_s
 
 log = logging.getLogger(__name__)
 
-_INDEXED = re.compile(r"(.*)\.(\d+)")
+_INDEXED = re.compile(r"(?:(.*)\.)?(\d+)")  # "blocks.3", or "3" when the root is the list
 
 
 def _block_selector(nodes: list[fx.Node]):
     """Select (path, class) pairs that are repeated children of a homogeneous module list.
 
     A list qualifies when two or more of its numbered children are called, all of one class, and
-    that class is not a torch.nn leaf (`Sequential(Linear, SiLU, Linear)` embedders are no blocks).
+    they are not torch.nn leaf modules (the Linears of a `Sequential(Linear, SiLU, Linear)`
+    embedder are no blocks; a `Sequential` of layers is).
     """
     children: dict[str, dict[str, str]] = defaultdict(dict)  # list path -> index -> class
+    composite: set[str] = set()  # paths of modules that call other modules
     for node in nodes:
-        for _, path, cls in module_stack(node):
+        stack = module_stack(node)
+        for depth, (_, path, cls) in enumerate(stack):
             match = _INDEXED.fullmatch(path)
             if match:
-                children[match.group(1)][match.group(2)] = cls
-    block_lists = {
-        parent: classes.pop() for parent, members in children.items()
-        if len(members) >= 2 and len(classes := set(members.values())) == 1
-        and not next(iter(classes)).startswith("torch.nn.modules.")}
+                children[match.group(1) or ""][match.group(2)] = cls
+            if depth + 1 < len(stack):
+                composite.add(path)
+
+    def is_block_list(parent: str, members: dict[str, str]) -> bool:
+        classes = set(members.values())
+        if len(members) < 2 or len(classes) != 1:
+            return False
+        torch_leaf = classes.pop().startswith("torch.nn.modules.")
+        return not torch_leaf or all(f"{parent}.{i}".lstrip(".") in composite for i in members)
+
+    block_lists = {parent: next(iter(members.values()))
+                   for parent, members in children.items() if is_block_list(parent, members)}
 
     def select(path: str, cls: str) -> bool:
         match = _INDEXED.fullmatch(path)
-        return bool(match) and block_lists.get(match.group(1)) == cls
+        return bool(match) and block_lists.get(match.group(1) or "") == cls
 
     return select
 

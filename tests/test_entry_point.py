@@ -1,0 +1,29 @@
+"""backend="taylorseer" works in a fresh interpreter without importing ts_compile first."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_backend_found_through_entry_point():
+    script = textwrap.dedent("""
+        import sys, warnings, torch
+        assert "ts_compile" not in sys.modules
+        model = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU())
+                                      for _ in range(3)])
+        compiled = torch.compile(model, backend="taylorseer", fullgraph=True,
+                                 options={"compiler": "eager", "interval": 2, "warmup": 1})
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(4):
+                compiled(torch.randn(2, 4))
+        import ts_compile
+        stats = ts_compile.stats(compiled)
+        assert stats["regions"] == ["0", "1", "2"], stats
+        assert stats["forecast_steps"] == 2, stats
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
