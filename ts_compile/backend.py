@@ -23,6 +23,7 @@ import torch.fx as fx
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs
 from .runtime import Controller, GraphRuntime
+from .state import TableShapes, TaylorState
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +117,11 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
     device = _device_of(example_inputs)
-    tables = [torch.zeros((settings.order + 1, *shape), dtype=settings.torch_state_dtype,
-                          device=device)
-              for shape in _example_table_shapes(graphs, example_inputs)]
-    from .taylor import scalars_length
-
-    scalars = torch.zeros(scalars_length(settings.order), device=device)
-    inputs = [*example_inputs, *tables, scalars]
+    shapes = TableShapes(graphs)
+    example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
+                          settings.torch_state_dtype, device)
+    inputs = [*example_inputs, *example.tables, example.scalars]
     compute_fn = compile_graph(graphs.compute, inputs, settings)
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
-    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(tables))
+    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
     return GraphRuntime(controller, graphs, compute_fn, forecast_fn, device)
-
-
-def _example_table_shapes(graphs, example_inputs) -> list[tuple[int, ...]]:
-    from .runtime import _ShapeResolver
-
-    resolver = _ShapeResolver(graphs.guarded, [s.shape for s in graphs.guards.tables])
-    return resolver.resolve(resolver.key(tuple(example_inputs)))

@@ -16,15 +16,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import sympy
 import torch
 
 from .options import TaylorSeerOptions
 from .passes import TaylorSeerGraphs
-from .passes.insert_guards import GUARDS_KEY
-from .passes.regions import example_value
 from .schedule import is_computed_step
-from .state import TaylorState
+from .state import TableShapes, TaylorState
 from .taylor import compute_step_scalars, forecast_step_scalars
 
 log = logging.getLogger(__name__)
@@ -77,39 +74,6 @@ class Controller:
         }
 
 
-class _ShapeResolver:
-    """Concrete table shapes from the call's arguments (tables follow dynamic sizes)."""
-
-    def __init__(self, guarded: torch.fx.GraphModule, shapes: list[tuple]) -> None:
-        self.shapes = shapes
-        self.static = all(isinstance(d, int) for shape in shapes for d in shape)
-        self.sources: list[tuple[int, int | None, sympy.Symbol]] = []
-        if self.static:
-            return
-        placeholders = list(guarded.graph.find_nodes(op="placeholder"))
-        num_user_inputs = guarded.meta[GUARDS_KEY].num_user_inputs
-        for index, node in enumerate(placeholders[:num_user_inputs]):
-            value = example_value(node)
-            if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
-                self.sources.append((index, None, value.node.expr))
-            elif isinstance(value, torch.Tensor):
-                for dim, size in enumerate(value.shape):
-                    if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
-                        self.sources.append((index, dim, size.node.expr))
-
-    def key(self, args: tuple) -> tuple:
-        if self.static:
-            return ()
-        return tuple(args[i] if d is None else args[i].shape[d] for i, d, _ in self.sources)
-
-    def resolve(self, key: tuple) -> list[tuple[int, ...]]:
-        if self.static:
-            return [tuple(shape) for shape in self.shapes]
-        mapping = {sym: value for (_, _, sym), value in zip(self.sources, key)}
-        return [tuple(d if isinstance(d, int) else int(d.node.expr.xreplace(mapping))
-                      for d in shape) for shape in self.shapes]
-
-
 class GraphRuntime:
     """The callable the backend returns to Dynamo for one graph."""
 
@@ -124,7 +88,7 @@ class GraphRuntime:
         self.region_names = graphs.guards.region_names
         self.skipped = graphs.skipped
         self.options = controller.options
-        self.shapes = _ShapeResolver(graphs.guarded, [s.shape for s in self.table_specs])
+        self.shapes = TableShapes(graphs)
         self.states: dict[str, TaylorState] = {}
         self._state_keys: dict[str, tuple] = {}
         self.computed_steps = 0

@@ -8,8 +8,11 @@ next step is computed, whatever the schedule says.
 
 from __future__ import annotations
 
+import sympy
 import torch
 
+from .passes import TaylorSeerGraphs
+from .passes.regions import example_value
 from .taylor import scalars_length
 
 
@@ -45,3 +48,40 @@ class TaylorState:
     def record_computed(self, step: int) -> None:
         self.filled = min(self.filled + 1, self.order + 1)
         self.last_computed = step
+
+
+class TableShapes:
+    """Concrete table shapes for a call's arguments (tables follow Dynamo's dynamic sizes).
+
+    `key(args)` is cheap (run per call); `resolve(key)` only when the key changes.
+    """
+
+    def __init__(self, graphs: TaylorSeerGraphs) -> None:
+        guarded = graphs.guarded
+        self.shapes = [spec.shape for spec in graphs.guards.tables]
+        self.static = all(isinstance(d, int) for shape in self.shapes for d in shape)
+        self.sources: list[tuple[int, int | None, sympy.Symbol]] = []
+        if self.static:
+            return
+        placeholders = list(guarded.graph.find_nodes(op="placeholder"))
+        num_user_inputs = graphs.guards.num_user_inputs
+        for index, node in enumerate(placeholders[:num_user_inputs]):
+            value = example_value(node)
+            if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
+                self.sources.append((index, None, value.node.expr))
+            elif isinstance(value, torch.Tensor):
+                for dim, size in enumerate(value.shape):
+                    if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
+                        self.sources.append((index, dim, size.node.expr))
+
+    def key(self, args: tuple) -> tuple:
+        if self.static:
+            return ()
+        return tuple(args[i] if d is None else args[i].shape[d] for i, d, _ in self.sources)
+
+    def resolve(self, key: tuple) -> list[tuple[int, ...]]:
+        if self.static:
+            return [tuple(shape) for shape in self.shapes]
+        mapping = {sym: value for (_, _, sym), value in zip(self.sources, key)}
+        return [tuple(d if isinstance(d, int) else int(d.node.expr.xreplace(mapping))
+                      for d in shape) for shape in self.shapes]
