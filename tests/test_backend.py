@@ -123,10 +123,13 @@ def test_state_memory_is_order_plus_one_times_live_outputs():
     assert stats["state_bytes"] == (3 + 1) * 2 * (2 * 5 * 16) * 4
 
 
-def test_no_recompiles_over_three_generations():
+def test_no_recompiles_or_graph_breaks_over_three_generations():
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     model = build_model(TUPLE_OUT)
     x = make_inputs(TUPLE_OUT)
-    compiled = compile_ts(model, order=2, interval=4, warmup=2)
+    compiled = compile_ts(model, order=2, interval=4, warmup=2, fullgraph=False)
     with torch.no_grad():
         compiled(x, torch.tensor(0.0))
         ts_compile.reset(compiled)
@@ -138,6 +141,8 @@ def test_no_recompiles_over_three_generations():
     stats = ts_compile.stats(compiled)
     assert stats["graphs"] == 1 and stats["recompiles"] == 0
     assert stats["computed_steps"] + stats["forecast_steps"] == 61
+    assert sum(counters["graph_break"].values()) == 0
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_grad_enabled_falls_back_to_plain_compile_with_one_warning():
