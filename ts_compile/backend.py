@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from .integrations import attach_to_diffusers_model
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs
 from .runtime import Controller, GraphRuntime
@@ -73,6 +74,20 @@ def controller_for_current_compile(options: TaylorSeerOptions) -> Controller:
     return controller
 
 
+def _module_being_compiled() -> torch.nn.Module | None:
+    """The module whose forward Dynamo is tracing (None for plain functions)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        frame_locals = InstructionTranslator.current_tx().output.root_tx.f_locals
+    except Exception:  # not inside a Dynamo trace (e.g. called directly in a test)
+        return None
+    for name in ("self", "fn"):
+        if isinstance(frame_locals.get(name), torch.nn.Module):
+            return frame_locals[name]
+    return None
+
+
 def _device_of(example_inputs: Sequence[Any]) -> torch.device:
     for value in example_inputs:
         if isinstance(value, torch.Tensor):
@@ -124,4 +139,5 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     compute_fn = compile_graph(graphs.compute, inputs, settings)
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
+    attach_to_diffusers_model(_module_being_compiled(), controller)
     return GraphRuntime(controller, graphs, compute_fn, forecast_fn, device)

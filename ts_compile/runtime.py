@@ -57,6 +57,15 @@ class Controller:
             runtime.reset()
         self.step_index = None
 
+    def set_context(self, context: Any | None) -> None:
+        """Take a pipeline's call context (diffusers `CacheContext`, or None when it ends)."""
+        if context is None:
+            self.context, self.step_index = DEFAULT_CONTEXT, None
+            return
+        self.context = context.name
+        self.step_index = getattr(context, "step_index", None)
+        self.num_steps = getattr(context, "num_inference_steps", None) or self.num_steps
+
     def stats(self) -> dict[str, Any]:
         computed = sum(r.computed_steps for r in self.runtimes)
         forecast = sum(r.forecast_steps for r in self.runtimes)
