@@ -1,0 +1,303 @@
+"""`python -m ts_compile demo`: TaylorSeer on a small random FLUX transformer, end to end.
+
+The same rectified-flow Euler sampler (sigma linear from 1 to 0, fixed noise) runs four ways:
+
+    eager           the model as it is, every step computed: the reference latents
+    torch.compile   plain compile with the chosen compiler, every step computed: the speed baseline
+    taylorseer      backend="taylorseer": computed steps refresh a Taylor table, the others forecast
+    FORA            the same schedule with order 0: forecast steps reuse the last computed output
+
+Every compiled variant is warmed up with one full generation (its compile time is that
+generation's wall time minus the median timed one's); then all four are timed over fresh
+generations, round-robin so that a change in machine load hits them alike, median of 3 each.
+Errors are of the final latents against the eager ones. A PNG shows the final latents side by side.
+
+CPU timings of small models are sensitive to other load: OpenMP threads spin-wait, so a busy
+machine can slow a multi-threaded run tenfold. `OMP_NUM_THREADS=1` gives steadier numbers there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import torch
+
+from .api import reset, stats
+from .options import TaylorSeerOptions
+from .schedule import computed_steps, flops_speedup
+from .toy_models import SIZES, sigma_schedule, tiny_flux
+
+REPEATS = 3
+PANEL_PIXELS = 192  # each panel is upscaled (nearest neighbour) to about this many pixels a side
+GAP = 4
+
+
+# --- the sampler ------------------------------------------------------------------------------
+
+def sample(model: Callable, make_step_inputs: Callable[[int, int], dict[str, Any]], steps: int,
+           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """One generation: x_{k+1} = x_k + (sigma_{k+1} - sigma_k) * model(x_k, sigma_k)."""
+    sigmas = sigma_schedule(steps).tolist()
+    x = make_step_inputs(0, steps)["hidden_states"].clone()
+    for k in range(steps):
+        inputs = make_step_inputs(k, steps)
+        inputs["hidden_states"] = x
+        velocity = model(**inputs)[0]
+        x = x + (sigmas[k + 1] - sigmas[k]) * velocity
+        if on_step is not None:
+            on_step(k + 1)
+    return x
+
+
+# --- progress on stderr -----------------------------------------------------------------------
+
+class Progress:
+    """A one-line text bar rewritten with '\\r'; one finished line per method."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None, width: int = 24) -> None:
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self._last = 0
+
+    def show(self, label: str, fraction: float, note: str = "") -> None:
+        if not self.enabled:
+            return
+        filled = min(self.width, int(self.width * fraction))
+        line = f"{label:<26} [{'#' * filled}{'.' * (self.width - filled)}] {note}"
+        self.stream.write("\r" + line.ljust(self._last))
+        self.stream.flush()
+        self._last = len(line)
+
+    def finish(self) -> None:
+        if self.enabled and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._last = 0
+
+
+# --- the PNG ----------------------------------------------------------------------------------
+
+def write_png(path: str, width: int, height: int, rgb: bytes) -> None:
+    """Write an 8-bit RGB PNG; `rgb` is `height` rows of `width` RGB triples."""
+    if len(rgb) != width * height * 3:
+        raise ValueError(f"expected {width * height * 3} bytes of RGB, got {len(rgb)}")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    stride = width * 3
+    raw = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bit, RGB, no interlace
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def _latent_rgb(latents: torch.Tensor, grid: int, low: torch.Tensor, high: torch.Tensor
+                ) -> torch.Tensor:
+    """(1, grid*grid, C) latents -> (grid, grid, 3) in [0, 1]: the first 3 channels."""
+    img = latents[0, :, :3].reshape(grid, grid, 3)
+    return ((img - low) / (high - low).clamp_min(1e-12)).clamp(0, 1)
+
+
+def _heat(diff: torch.Tensor, scale: float) -> torch.Tensor:
+    """(grid, grid) |diff| -> (grid, grid, 3): black -> red -> yellow -> white at `scale`."""
+    v = (diff / max(scale, 1e-12)).clamp(0, 1) * 3
+    return torch.stack([v.clamp(0, 1), (v - 1).clamp(0, 1), (v - 2).clamp(0, 1)], dim=-1)
+
+
+def comparison_image(reference: torch.Tensor, taylorseer: torch.Tensor, fora: torch.Tensor,
+                     grid: int) -> tuple[torch.Tensor, float]:
+    """Panels full | taylorseer | FORA | |taylorseer - full| | |FORA - full| as (H, W, 3) uint8.
+
+    The latent panels share the reference's per-channel range; both diff maps (mean |diff| over
+    all channels) share one scale, the larger of their maxima, which is returned.
+    """
+    flat = reference[0, :, :3]
+    low, high = flat.amin(dim=0), flat.amax(dim=0)
+    diffs = [(x - reference)[0].abs().mean(dim=-1).reshape(grid, grid) for x in (taylorseer, fora)]
+    scale = max(float(d.max()) for d in diffs)
+    panels = [_latent_rgb(x, grid, low, high) for x in (reference, taylorseer, fora)]
+    panels += [_heat(d, scale) for d in diffs]
+    factor = max(1, PANEL_PIXELS // grid)
+    side = grid * factor
+    gap = torch.ones(side, GAP, 3)
+    row: list[torch.Tensor] = []
+    for panel in panels:
+        big = panel.repeat_interleave(factor, dim=0).repeat_interleave(factor, dim=1)
+        row += [big, gap]
+    image = torch.cat(row[:-1], dim=1)
+    border = torch.ones(GAP, image.shape[1], 3)
+    image = torch.cat([border, image, border], dim=0)
+    side_border = torch.ones(image.shape[0], GAP, 3)
+    image = torch.cat([side_border, image, side_border], dim=1)
+    return (image * 255).round().to(torch.uint8), scale
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Method:
+    label: str
+    fn: Callable
+    options: TaylorSeerOptions | None  # None: not a taylorseer compile
+    compiled: bool
+    first_s: float = 0.0  # wall time of the warm-up generation (includes compiling)
+    times: list[float] = dataclasses.field(default_factory=list)
+    latents: torch.Tensor | None = None
+    stats_before: dict[str, Any] | None = None
+
+    def fresh(self) -> None:
+        if self.options is not None:
+            reset(self.fn)
+
+
+def run_demo(steps: int = 50, compiler: str = "inductor", size: str = "demo",
+             out_png: str = "ts_compile_demo.png", interval: int = 5, order: int = 2,
+             warmup: int = 3, progress: bool = True, stream: TextIO | None = None
+             ) -> list[dict[str, Any]]:
+    """Run the comparison, print the table and the PNG's path to `stream`; return the rows.
+
+    One row per method (eager, plain compile, taylorseer, FORA), a dict with: method,
+    computed_steps / forecast_steps (per generation, from `ts_compile.stats`), compile_s (None for
+    eager), time_s (median), times_s (every timed generation), first_s (the warm-up generation),
+    speedup (vs the plain compile), rel_l2 and max_abs (final latents vs eager's), final_latents.
+
+    Raises `ts_compile.OptionError` for invalid TaylorSeer settings and `FileNotFoundError` for
+    a missing output folder, before any work starts.
+    """
+    out = stream if stream is not None else sys.stdout
+    began = time.perf_counter()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(map(repr, SIZES))}, got {size!r}")
+    ts_options = TaylorSeerOptions(interval=interval, order=order, warmup=warmup,
+                                   compiler=compiler, num_steps=steps)  # validates, raises early
+    fora_options = TaylorSeerOptions(interval=interval, order=0, warmup=warmup,
+                                     compiler=compiler, num_steps=steps)
+    schedule = computed_steps(ts_options, steps)
+    folder = os.path.dirname(os.path.abspath(out_png))
+    if not os.path.isdir(folder):  # fail now, not after minutes of compiling
+        raise FileNotFoundError(errno.ENOENT, "no such directory", out_png)
+
+    model, make_step_inputs = tiny_flux(seed=0, size=size)
+    grid, text = SIZES[size]["grid"], SIZES[size]["text_tokens"]
+    params = sum(p.numel() for p in model.parameters())
+    cfg = SIZES[size]["config"]
+    print(f"FLUX ({cfg['num_layers']} double + {cfg['num_single_layers']} single blocks, "
+          f"{cfg['num_attention_heads']}x{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M "
+          f"params, random weights), {grid * grid} image + {text} text tokens, {steps} Euler "
+          f"steps, compiler={compiler}, torch threads={torch.get_num_threads()}", file=out)
+    shown = ", ".join(map(str, schedule[:12])) + (", ..." if len(schedule) > 12 else "")
+    print(f"schedule (interval={interval}, warmup={warmup}): {len(schedule)}/{steps} steps "
+          f"computed [{shown}], ideal speedup x{flops_speedup(ts_options, steps):.2f}", file=out)
+    out.flush()
+
+    bar = Progress(progress)
+    methods = [
+        _Method("eager", model, None, compiled=False),
+        _Method(f"torch.compile ({compiler})", torch.compile(model, backend=compiler), None,
+                compiled=True),
+        *(_Method(label, torch.compile(model, backend="taylorseer", options=_as_dict(options)),
+                  options, compiled=True)
+          for label, options in [(f"taylorseer (N={interval}, O={order})", ts_options),
+                                 (f"FORA (N={interval})", fora_options)]),
+    ]
+
+    with torch.no_grad():
+        # One untimed generation each: eager's is the reference, the others compile.
+        for method in methods:
+            note = "warm-up generation (compiles)" if method.compiled else "reference generation"
+            method.fresh()
+            bar.show(method.label, 0.0, f"{note} step 0/{steps}")
+            start = time.perf_counter()
+            method.latents = sample(method.fn, make_step_inputs, steps,
+                                    lambda k: bar.show(method.label, k / steps,
+                                                       f"{note} step {k}/{steps}"))
+            method.first_s = time.perf_counter() - start
+            method.stats_before = stats(method.fn) if method.options is not None else None
+            bar.finish()
+        # Timed generations, interleaved so a change in machine load hits every method alike.
+        # No progress output inside a timed loop.
+        rounds = len(methods) * REPEATS
+        for r in range(REPEATS):
+            for i, method in enumerate(methods):
+                bar.show("timing", (r * len(methods) + i) / rounds,
+                         f"round {r + 1}/{REPEATS}: {method.label}")
+                method.fresh()
+                start = time.perf_counter()
+                x = sample(method.fn, make_step_inputs, steps)
+                method.times.append(time.perf_counter() - start)
+                if not torch.allclose(x, method.latents, rtol=1e-5, atol=1e-6):
+                    print(f"note: {method.label}: a timed generation differs from the warm-up "
+                          f"one by up to {float((x - method.latents).abs().max()):.3g}", file=out)
+                method.latents = x
+        bar.show("timing", 1.0, f"{REPEATS} rounds of {len(methods)} generations")
+        bar.finish()
+
+    reference = methods[0].latents
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        time_s = sorted(method.times)[len(method.times) // 2]
+        computed, forecast = steps, 0
+        if method.options is not None:
+            after = stats(method.fn)
+            graphs = max(after["graphs"], 1)
+            per_run = graphs * REPEATS
+            computed = (after["computed_steps"] - method.stats_before["computed_steps"]) // per_run
+            forecast = (after["forecast_steps"] - method.stats_before["forecast_steps"]) // per_run
+            if after["fallbacks"]:
+                print(f"note: {method.label} fell back to a plain compile: "
+                      f"{'; '.join(after['fallbacks'])}", file=out)
+        rows.append(dict(method=method.label, computed_steps=computed, forecast_steps=forecast,
+                         compile_s=max(method.first_s - time_s, 0.0) if method.compiled else None,
+                         time_s=time_s, times_s=list(method.times), first_s=method.first_s,
+                         final_latents=method.latents))
+    baseline = rows[1]["time_s"]
+    ref_norm = reference.norm()
+    for row in rows:
+        diff = row["final_latents"] - reference
+        row["speedup"] = baseline / row["time_s"]
+        row["rel_l2"] = float(diff.norm() / ref_norm)
+        row["max_abs"] = float(diff.abs().max())
+
+    print(format_table(rows), file=out)
+    image, scale = comparison_image(reference, methods[2].latents, methods[3].latents, grid)
+    write_png(out_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    print(f"wrote {out_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
+          f"full compute | taylorseer | FORA | |taylorseer - full| | |FORA - full| "
+          f"(diff maps: mean |diff| over channels, white = {scale:.3g})", file=out)
+    print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
+    out.flush()
+    return rows
+
+
+def _as_dict(options: TaylorSeerOptions) -> dict[str, Any]:
+    return {"interval": options.interval, "order": options.order, "warmup": options.warmup,
+            "compiler": options.compiler, "num_steps": options.num_steps}
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    table = [[r["method"], f"{r['computed_steps']} / {r['forecast_steps']}", secs(r["compile_s"]),
+              f"{r['time_s']:.3f}", f"x{r['speedup']:.2f}", f"{r['rel_l2']:.2e}",
+              f"{r['max_abs']:.2e}"] for r in rows]
+    headers = ["method", "computed / forecast", "compile s", "time s", "speedup vs compile",
+               "rel L2 err", "max abs err"]
+    return tabulate(table, headers=headers, disable_numparse=True,
+                    colalign=("left", "right", "right", "right", "right", "right", "right"))
