@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 
 MAX_ORDER = 4
-CUTS = ("block",)  # named cuts; anything else must be a list of regular expressions
+CUTS = ("block", "paper")  # named cuts; anything else must be a list of regular expressions
 COMPILERS = ("inductor", "eager")
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -50,7 +50,8 @@ class TaylorSeerOptions:
     cooldown:   steps computed at the end (needs num_steps).
     num_steps:  steps per generation; when known the state resets by itself after the last step.
     schedule:   explicit computed step indices; overrides interval/warmup/cooldown.
-    cut:        "block" (forecast each transformer block's outputs) or regular expressions over
+    cut:        "block" (forecast each transformer block's outputs), "paper" (the paper's cut:
+                each attention/MLP branch output before its gate) or regular expressions over
                 module paths (forecast the outputs of the matching submodules).
     compiler:   "inductor" or "eager" (run the rewritten graphs as they are: debugging, tests).
     state_dtype: dtype of the Taylor state ("float32" unless memory demands otherwise).

@@ -68,7 +68,9 @@ def _open_cache_context(module: torch.nn.Module):
 
     code = inspect.unwrap(CacheMixin.cache_context).__code__
     for obj in gc.get_objects():
-        if (isinstance(obj, types.GeneratorType) and obj.gi_code is code
+        # `type(...) is`, not isinstance: isinstance reads `__class__`, which some objects
+        # (deprecated torch.distributed aliases) answer with a warning.
+        if (type(obj) is types.GeneratorType and obj.gi_code is code
                 and obj.gi_frame is not None and obj.gi_frame.f_locals.get("self") is module):
             frame_locals = obj.gi_frame.f_locals
             return CacheContext(frame_locals["name"], **frame_locals.get("kwargs", {}))

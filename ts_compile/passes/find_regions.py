@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch.fx.passes.utils.fuser_utils import validate_partition
 
 from ..options import TaylorSeerOptions
+from .gated_branches import select_gated_branches
 from .regions import REGIONS_KEY, SKIPPED_KEY, Region, is_tensor_value, module_stack
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ def _block_selector(nodes: list[fx.Node]):
 
     block_lists = {parent: next(iter(members.values()))
                    for parent, members in children.items() if is_block_list(parent, members)}
+    # Only the outermost level: lists nested deeper (e.g. HunyuanVideo's text-token refiner under
+    # `context_embedder`) are part of the embedding work, not the transformer's block stack.
+    depth = min((p.count(".") + bool(p) for p in block_lists), default=0)
+    block_lists = {p: c for p, c in block_lists.items() if p.count(".") + bool(p) == depth}
 
     def select(path: str, cls: str) -> bool:
         match = _INDEXED.fullmatch(path)
@@ -104,28 +109,54 @@ def _why_unsupported(region: Region, members: set[fx.Node]) -> str | None:
     return None
 
 
-def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
-    """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
-    nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
-    select = (_block_selector(nodes) if settings.cut == "block"
-              else _pattern_selector(settings.cut))
-
+def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
+    """Group nodes by the module call `pick(stack)` chooses from their module stack."""
     grouped: dict[str, Region] = {}
     for node in nodes:
-        for key, path, cls in module_stack(node):
-            if select(path, cls):
-                suffix = key[key.index("@"):] if "@" in key else ""
-                region = grouped.setdefault(key, Region(path + suffix, cls, [], [], []))
-                region.nodes.append(node)
-                break
-
-    regions, skipped = [], []
+        entry = pick(module_stack(node))
+        if entry is not None:
+            key, path, cls = entry
+            suffix = key[key.index("@"):] if "@" in key else ""
+            grouped.setdefault(key, Region(path + suffix, cls, [], [], [])).nodes.append(node)
     for region in grouped.values():
         members = set(region.nodes)
         region.inputs = list(dict.fromkeys(
             arg for node in region.nodes for arg in node.all_input_nodes if arg not in members))
         region.outputs = [n for n in region.nodes if any(u not in members for u in n.users)]
-        reason = _why_unsupported(region, members)
+    return grouped
+
+
+def _outermost(select):
+    """pick: the outermost stack entry `select` accepts."""
+    return lambda stack: next((e for e in stack if select(e[1], e[2])), None)
+
+
+def _child_of_outermost(select):
+    """pick: the direct child of the outermost stack entry `select` accepts (the paper's cut)."""
+    def pick(stack):
+        for depth, entry in enumerate(stack):
+            if select(entry[1], entry[2]):
+                return stack[depth + 1] if depth + 1 < len(stack) else None
+        return None
+    return pick
+
+
+def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
+    nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    if settings.cut == "block":
+        grouped = _group(nodes, _outermost(_block_selector(nodes)))
+    elif settings.cut == "paper":
+        select = _block_selector(nodes)
+        blocks = _group(nodes, _outermost(select))
+        children = _group(nodes, _child_of_outermost(select))
+        grouped = select_gated_branches(blocks, children)
+    else:
+        grouped = _group(nodes, _outermost(_pattern_selector(settings.cut)))
+
+    regions, skipped = [], []
+    for region in grouped.values():
+        reason = _why_unsupported(region, set(region.nodes))
         if reason:
             skipped.append((region.name, reason))
             log.warning("ts_compile: region %s is computed on every step: %s", region.name, reason)
