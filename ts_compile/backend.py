@@ -97,13 +97,12 @@ def _device_of(example_inputs: Sequence[Any]) -> torch.device:
 
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
                   options: TaylorSeerOptions) -> Callable:
-    """Lower one graph with the chosen compiler; returns a plain (unboxed) callable."""
+    """Lower one graph with the chosen compiler; the result is called as `fn(*args)`."""
     if options.compiler == "eager":
         return gm
     from torch._inductor.compile_fx import compile_fx
 
-    compiled = compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
-    return lambda *args: compiled(*args)
+    return compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
 
 
 def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str) -> Callable:
