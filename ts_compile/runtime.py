@@ -39,6 +39,9 @@ class Controller:
         self.step_index: int | None = None  # given by a pipeline (cache_context); else counted
         self.num_steps: int | None = None  # given by a pipeline; else options.num_steps
         self.fallbacks: list[str] = []  # why a graph got a plain compile
+        # Per context, the state its last call used: when Dynamo sends the context to another
+        # graph (a recompile mid-generation), that graph continues this state if it can.
+        self.latest_states: dict[str, TaylorState] = {}
         self.compiled_frames: dict[int, int] = {}  # Dynamo frame id -> graphs compiled for it
         self._warned: set[str] = set()
 
@@ -67,16 +70,17 @@ class Controller:
         self.num_steps = getattr(context, "num_inference_steps", None) or self.num_steps
 
     def stats(self) -> dict[str, Any]:
-        computed = sum(r.computed_steps for r in self.runtimes)
-        forecast = sum(r.forecast_steps for r in self.runtimes)
+        """Counters over all graphs; regions and tables shared by recompiled graphs count once."""
+        states = {id(st): st for r in self.runtimes for st in r.states.values()}
         return {
             "graphs": len(self.runtimes),
-            "regions": [name for r in self.runtimes for name in r.region_names],
-            "skipped_regions": [s for r in self.runtimes for s in r.skipped],
-            "live_outputs": sum(len(r.table_specs) for r in self.runtimes),
-            "computed_steps": computed,
-            "forecast_steps": forecast,
-            "state_bytes": sum(r.state_bytes for r in self.runtimes),
+            "regions": list(dict.fromkeys(n for r in self.runtimes for n in r.region_names)),
+            "skipped_regions": list(dict.fromkeys(s for r in self.runtimes for s in r.skipped)),
+            "live_outputs": len({(t.region, t.output_index)
+                                 for r in self.runtimes for t in r.table_specs}),
+            "computed_steps": sum(r.computed_steps for r in self.runtimes),
+            "forecast_steps": sum(r.forecast_steps for r in self.runtimes),
+            "state_bytes": sum(st.nbytes for st in states.values()),
             "recompiles": sum(n - 1 for n in self.compiled_frames.values()),
             "fallbacks": list(self.fallbacks),
             "contexts": sorted({c for r in self.runtimes for c in r.states}),
@@ -100,13 +104,12 @@ class GraphRuntime:
         self.shapes = TableShapes(graphs)
         self.states: dict[str, TaylorState] = {}
         self._state_keys: dict[str, tuple] = {}
+        # What the tables hold; graphs with equal layouts can continue each other's state.
+        self.outputs = (tuple((t.region, t.output_index, t.dtype) for t in self.table_specs),
+                        self.options.torch_state_dtype, device)
         self.computed_steps = 0
         self.forecast_steps = 0
         controller.runtimes.append(self)
-
-    @property
-    def state_bytes(self) -> int:
-        return sum(state.nbytes for state in self.states.values())
 
     def reset(self) -> None:
         for state in self.states.values():
@@ -115,17 +118,32 @@ class GraphRuntime:
     def _state_for(self, context: str, args: tuple) -> TaylorState:
         key = self.shapes.key(args)
         state = self.states.get(context)
-        if state is not None and self._state_keys[context] == key:
+        if (state is not None and self._state_keys[context] == key
+                and self.controller.latest_states.get(context) is state):
             return state
-        if state is not None and state.calls:
-            self.controller.warn_once(
-                "input shapes changed in the middle of a generation; the Taylor state was "
-                "dropped and the next step is computed (state from one shape is never reused "
-                "for another). Call ts_compile.reset(model) between generations.")
-        state = TaylorState(self.shapes.resolve(key), self.options.order,
-                            self.options.torch_state_dtype, self.device)
+        return self._switch_state(context, key, state)
+
+    def _switch_state(self, context: str, key: tuple, own: TaylorState | None) -> TaylorState:
+        """Slow path: this graph's first call in `context`, new input sizes, or the context's
+        last call ran in another graph (Dynamo switched graphs, or the model has graph breaks)."""
+        shapes = self.shapes.resolve(key)
+        layout = (self.outputs, tuple(shapes))
+        latest = self.controller.latest_states.get(context)
+        if latest is not None and latest.layout == layout:
+            state = latest  # the same tables in another graph: continue the context's history
+        elif own is not None and own.layout == layout:
+            state = own  # graph breaks: each graph keeps its own tables
+        else:
+            if latest is not None and latest.calls and latest.layout[0] == self.outputs:
+                self.controller.warn_once(
+                    "input shapes changed in the middle of a generation; the Taylor state was "
+                    "dropped and the next step is computed (state from one shape is never reused "
+                    "for another). Call ts_compile.reset(model) between generations.")
+            state = TaylorState(shapes, self.options.order, self.options.torch_state_dtype,
+                                self.device, layout=layout)
         self.states[context] = state
         self._state_keys[context] = key
+        self.controller.latest_states[context] = state
         return state
 
     def __call__(self, *args: Any) -> Any:

@@ -20,9 +20,10 @@ class TaylorState:
     """Tables for the live outputs of one graph, plus the host-side history they summarise."""
 
     def __init__(self, shapes: list[tuple[int, ...]], order: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, layout: tuple = ()) -> None:
         self.order = order
         self.shapes = shapes
+        self.layout = layout  # what the tables hold (see GraphRuntime.outputs), for sharing
         self.tables = [torch.zeros((order + 1, *shape), dtype=dtype, device=device)
                        for shape in shapes]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)

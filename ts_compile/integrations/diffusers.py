@@ -77,11 +77,26 @@ def _open_cache_context(module: torch.nn.Module):
     return None
 
 
+def _attach_reset_only(module: torch.nn.Module, controller: Any) -> None:
+    """Models without the cache protocol (e.g. DiT): pipelines still call
+    `_reset_stateful_cache()` on components that have it, so give the instance one."""
+    controllers = module.__dict__.setdefault("_ts_compile_controllers", weakref.WeakSet())
+    controllers.add(controller)
+
+    def _reset_stateful_cache(recurse: bool = True) -> None:
+        for each in list(controllers):
+            each.reset()
+
+    module.__dict__["_reset_stateful_cache"] = _reset_stateful_cache
+
+
 def attach_to_diffusers_model(module: Any, controller: Any) -> bool:
     """Join `module`'s hook registry if it speaks diffusers' cache protocol; True if attached."""
-    if not (isinstance(module, torch.nn.Module) and hasattr(module, "cache_context")
-            and hasattr(module, "_reset_stateful_cache")):
+    if not isinstance(module, torch.nn.Module) or not type(module).__module__.startswith("diffusers"):
         return False
+    if not (hasattr(module, "cache_context") and hasattr(module, "_reset_stateful_cache")):
+        _attach_reset_only(module, controller)
+        return True
     try:
         from diffusers.hooks.hooks import HookRegistry
     except ImportError:
