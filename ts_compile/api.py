@@ -99,8 +99,15 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
                                  None, graphs.guarded.print_readable(print_output=False)))
         return gm
 
+    # isolate_recompiles: explain must neither use up nor be refused by the recompile budget
+    # that the model's forward shares with the user's own compiled copies.
     with torch.no_grad():
-        torch.compile(model, backend=capture, dynamic=False)(*args, **kwargs)
+        torch.compile(model, backend=capture, dynamic=False, isolate_recompiles=True)(*args, **kwargs)
+    if not found:
+        raise RuntimeError(
+            "ts_compile.explain: Dynamo handed over no graph (the model ran uncompiled, e.g. "
+            "its recompile limit was reached); see TORCH_LOGS=recompiles, or call "
+            "torch._dynamo.reset() first.")
     return found
 
 

@@ -1,0 +1,200 @@
+"""Tiny, architecture-faithful diffusers transformers (random weights, no download) and inputs.
+
+Each builder returns ``(model, make_kwargs)``: the model in eval mode, built from a small config of
+the real class with a fixed seed, and ``make_kwargs(step, num_steps)`` -> the keyword arguments of
+one forward call at ``step`` (the timestep varies with the step; the latents and the conditioning
+are fixed). Every call uses ``return_dict=False``; element ``[0]`` of the result is the output.
+
+``BUILDERS`` maps a short model name to its builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["BUILDERS", "tiny_flux", "tiny_dit", "tiny_hunyuan_video", "tiny_sd3",
+           "tiny_pixart", "tiny_wan"]
+
+Builder = Callable[[], tuple[torch.nn.Module, Callable[[int, int], dict[str, Any]]]]
+
+
+def _build(cls, seed: int, **config) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):  # keep the caller's RNG stream untouched
+        torch.manual_seed(seed)
+        model = cls(**config)
+    return model.eval()
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)
+
+
+def _t(step: int, num_steps: int, scale: float = 1000.0, batch: int = 1) -> torch.Tensor:
+    """Timestep going linearly from `scale` down towards 0 over the generation."""
+    return torch.full((batch,), scale * (1.0 - step / num_steps))
+
+
+def flux_image_ids(h: int, w: int) -> torch.Tensor:
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# FLUX.1: 2 double-stream + 3 single-stream blocks, 64 image tokens (8x8), 8 text tokens
+# ----------------------------------------------------------------------------------------------
+FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3,
+                 attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                 pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), guidance_embeds=False)
+
+
+def tiny_flux(seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    model = _build(FluxTransformer2DModel, seed, **FLUX_TINY)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, ctx, pooled = _randn(g, 1, 64, 16), _randn(g, 1, 8, 32), _randn(g, 1, 32)
+    img_ids, txt_ids = flux_image_ids(8, 8), torch.zeros(8, 3)
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                    timestep=_t(step, num_steps, scale=1.0), img_ids=img_ids, txt_ids=txt_ids,
+                    return_dict=False)
+
+    return model, make_kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# DiT (class-conditional, adaLN-zero): batch of 2 class labels, 8x8 latent, patch 2
+# ----------------------------------------------------------------------------------------------
+DIT_TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8,
+                num_layers=3, sample_size=8, patch_size=2, norm_type="ada_norm_zero",
+                num_embeds_ada_norm=10)
+
+
+def _no_label_dropout(model: torch.nn.Module) -> None:
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.dropout_prob = 0
+
+
+def tiny_dit(seed: int = 0):
+    from diffusers import DiTTransformer2DModel
+
+    model = _build(DiTTransformer2DModel, seed, **DIT_TINY)
+    _no_label_dropout(model)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, labels = _randn(g, 2, 4, 8, 8), torch.tensor([3, 7])
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, timestep=_t(step, num_steps, batch=2), class_labels=labels,
+                    return_dict=False)
+
+    return model, make_kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# HunyuanVideo: 2 double + 2 single blocks, a 2-block token refiner, latent (1, 4, 3, 8, 8)
+# ----------------------------------------------------------------------------------------------
+HUNYUAN_TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16,
+                    num_layers=2, num_single_layers=2, num_refiner_layers=2, patch_size=2,
+                    patch_size_t=1, text_embed_dim=32, pooled_projection_dim=32,
+                    rope_axes_dim=(4, 6, 6), guidance_embeds=False)
+
+
+def tiny_hunyuan_video(seed: int = 0):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    model = _build(HunyuanVideoTransformer3DModel, seed, **HUNYUAN_TINY)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, ctx, pooled = _randn(g, 1, 4, 3, 8, 8), _randn(g, 1, 8, 32), _randn(g, 1, 32)
+    mask = torch.ones(1, 8)
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, timestep=_t(step, num_steps), encoder_hidden_states=ctx,
+                    encoder_attention_mask=mask, pooled_projections=pooled, return_dict=False)
+
+    return model, make_kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# SD3 (MMDiT): 3 joint blocks, the last one context_pre_only; latent (1, 4, 8, 8)
+# ----------------------------------------------------------------------------------------------
+SD3_TINY = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=3,
+                attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=16)
+
+
+def tiny_sd3(seed: int = 0):
+    from diffusers import SD3Transformer2DModel
+
+    model = _build(SD3Transformer2DModel, seed, **SD3_TINY)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, ctx, pooled = _randn(g, 1, 4, 8, 8), _randn(g, 1, 8, 32), _randn(g, 1, 32)
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                    timestep=_t(step, num_steps), return_dict=False)
+
+    return model, make_kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# PixArt-alpha: adaLN-single blocks with self-attention, cross-attention to text, MLP
+# ----------------------------------------------------------------------------------------------
+PIXART_TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8,
+                   num_layers=3, cross_attention_dim=32, sample_size=8, patch_size=2,
+                   caption_channels=24, norm_type="ada_norm_single")
+
+
+def tiny_pixart(seed: int = 0):
+    from diffusers import PixArtTransformer2DModel
+
+    model = _build(PixArtTransformer2DModel, seed, **PIXART_TINY)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, ctx = _randn(g, 1, 4, 8, 8), _randn(g, 1, 8, 24)
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, encoder_hidden_states=ctx, timestep=_t(step, num_steps),
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                    return_dict=False)
+
+    return model, make_kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# Wan2.1: self-attention, cross-attention, FFN per block; latent (1, 4, 3, 8, 8)
+# ----------------------------------------------------------------------------------------------
+WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+                out_channels=4, text_dim=32, freq_dim=32, ffn_dim=48, num_layers=3,
+                rope_max_seq_len=32)
+
+
+def tiny_wan(seed: int = 0):
+    from diffusers import WanTransformer3DModel
+
+    model = _build(WanTransformer3DModel, seed, **WAN_TINY)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, ctx = _randn(g, 1, 4, 3, 8, 8), _randn(g, 1, 8, 32)
+
+    def make_kwargs(step: int, num_steps: int) -> dict[str, Any]:
+        return dict(hidden_states=x, timestep=_t(step, num_steps), encoder_hidden_states=ctx,
+                    return_dict=False)
+
+    return model, make_kwargs
+
+
+BUILDERS: dict[str, Builder] = {
+    "flux": tiny_flux,
+    "dit": tiny_dit,
+    "hunyuan_video": tiny_hunyuan_video,
+    "sd3": tiny_sd3,
+    "pixart": tiny_pixart,
+    "wan": tiny_wan,
+}
