@@ -77,6 +77,9 @@ class Explanation:
         for region, index, shape, dtype in self.live_outputs:
             lines.append(f"  {region}[{index}]  shape={list(shape)}  dtype={dtype}")
         lines.append(f"Taylor state: {self.state_bytes / 2**20:.3f} MiB")
+        if self.guarded_graph:
+            lines.append("(print(explanation.guarded_graph) shows the graph with one torch.cond "
+                         "per region)")
         return "\n".join(lines)
 
 
