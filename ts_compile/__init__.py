@@ -3,12 +3,16 @@
     compiled = torch.compile(model, backend="taylorseer", options={"interval": 5, "order": 2})
     ts_compile.reset(compiled)   # between generations
     ts_compile.stats(compiled)   # what happened
+    ts_compile.export(model, args, kwargs, options=..., path=...)   # AOTInductor artefact
+    runner = ts_compile.load(path)                                   # no Dynamo at serve time
 """
 
 from .api import explain, reset, stats
+from .deploy import ArtefactError, ExportedTaylorSeer, export, load
 from .options import OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
-__all__ = ["OptionError", "TaylorSeerOptions", "computed_steps", "explain", "flops_speedup",
-           "is_computed_step", "reset", "stats"]
+__all__ = ["ArtefactError", "ExportedTaylorSeer", "OptionError", "TaylorSeerOptions",
+           "computed_steps", "explain", "export", "flops_speedup", "is_computed_step", "load",
+           "reset", "stats"]
 __version__ = "0.1.0"

@@ -31,6 +31,10 @@ def controller_of(compiled: Any) -> Controller | None:
     """The controller of a model compiled with backend="taylorseer" (None before its first call)."""
     from torch._dynamo.eval_frame import innermost_backend
 
+    from .deploy import ExportedTaylorSeer
+
+    if isinstance(compiled, ExportedTaylorSeer):
+        return compiled.controller
     callback = _callback_of(compiled)
     if callback is None:
         raise TypeError(

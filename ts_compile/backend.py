@@ -131,7 +131,7 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
     device = _device_of(example_inputs)
-    shapes = TableShapes(graphs)
+    shapes = TableShapes.of(graphs)
     example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
                           settings.torch_state_dtype, device)
     inputs = [*example_inputs, *example.tables, example.scalars]
@@ -139,4 +139,4 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
     attach_to_diffusers_model(_module_being_compiled(), controller)
-    return GraphRuntime(controller, graphs, compute_fn, forecast_fn, device)
+    return GraphRuntime.for_graphs(controller, graphs, compute_fn, forecast_fn, device)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .options import TaylorSeerOptions
-from .passes import TaylorSeerGraphs
+from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
 from .state import TableShapes, TaylorState
 from .taylor import compute_step_scalars, forecast_step_scalars
@@ -88,20 +88,21 @@ class Controller:
 
 
 class GraphRuntime:
-    """The callable the backend returns to Dynamo for one graph."""
+    """The callable the backend returns to Dynamo for one graph (and what a loaded AOTInductor
+    artefact dispatches with): two compiled programs taking ``(*user_inputs, *tables, scalars)``."""
 
-    def __init__(self, controller: Controller, graphs: TaylorSeerGraphs,
-                 compute_fn: Callable, forecast_fn: Callable, device: torch.device) -> None:
+    def __init__(self, controller: Controller, compute_fn: Callable, forecast_fn: Callable,
+                 device: torch.device, *, tables: list[TableSpec], shapes: TableShapes,
+                 region_names: list[str], skipped: list[tuple[str, str]]) -> None:
         self.controller = controller
-        self.graphs = graphs
         self.compute_fn = compute_fn
         self.forecast_fn = forecast_fn
         self.device = device
-        self.table_specs = graphs.guards.tables
-        self.region_names = graphs.guards.region_names
-        self.skipped = graphs.skipped
+        self.table_specs = tables
+        self.region_names = region_names
+        self.skipped = skipped
         self.options = controller.options
-        self.shapes = TableShapes(graphs)
+        self.shapes = shapes
         self.states: dict[str, TaylorState] = {}
         self._state_keys: dict[str, tuple] = {}
         # What the tables hold; graphs with equal layouts can continue each other's state.
@@ -110,6 +111,13 @@ class GraphRuntime:
         self.computed_steps = 0
         self.forecast_steps = 0
         controller.runtimes.append(self)
+
+    @classmethod
+    def for_graphs(cls, controller: Controller, graphs: TaylorSeerGraphs, compute_fn: Callable,
+                   forecast_fn: Callable, device: torch.device) -> GraphRuntime:
+        return cls(controller, compute_fn, forecast_fn, device, tables=graphs.guards.tables,
+                   shapes=TableShapes.of(graphs), region_names=graphs.guards.region_names,
+                   skipped=graphs.skipped)
 
     def reset(self) -> None:
         for state in self.states.values():

@@ -57,16 +57,15 @@ class TableShapes:
     `key(args)` is cheap (run per call); `resolve(key)` only when the key changes.
     """
 
-    def __init__(self, graphs: TaylorSeerGraphs) -> None:
-        guarded = graphs.guarded
-        self.shapes = [spec.shape for spec in graphs.guards.tables]
+    def __init__(self, shapes: list[tuple], user_inputs: list[torch.fx.Node] = ()) -> None:
+        """`shapes` of the tables' outputs (ints or SymInts); `user_inputs`: the graph's user
+        placeholders, where the symbols of dynamic sizes come from (unused when all is static)."""
+        self.shapes = shapes
         self.static = all(isinstance(d, int) for shape in self.shapes for d in shape)
         self.sources: list[tuple[int, int | None, sympy.Symbol]] = []
         if self.static:
             return
-        placeholders = list(guarded.graph.find_nodes(op="placeholder"))
-        num_user_inputs = graphs.guards.num_user_inputs
-        for index, node in enumerate(placeholders[:num_user_inputs]):
+        for index, node in enumerate(user_inputs):
             value = example_value(node)
             if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
                 self.sources.append((index, None, value.node.expr))
@@ -74,6 +73,12 @@ class TableShapes:
                 for dim, size in enumerate(value.shape):
                     if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
                         self.sources.append((index, dim, size.node.expr))
+
+    @classmethod
+    def of(cls, graphs: TaylorSeerGraphs) -> TableShapes:
+        placeholders = list(graphs.guarded.graph.find_nodes(op="placeholder"))
+        return cls([spec.shape for spec in graphs.guards.tables],
+                   placeholders[:graphs.guards.num_user_inputs])
 
     def key(self, args: tuple) -> tuple:
         if self.static:

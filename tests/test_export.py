@@ -1,0 +1,294 @@
+"""The deployment artefact (ts_compile.export): AOTInductor packages, no Dynamo at serve time.
+
+Two exports in the whole file (AOTInductor compiles take tens of seconds each on 2 CPU cores): the
+tiny FLUX of the pipeline tests (exported with the exact call FluxPipeline makes, so the same
+artefact runs the pipeline) and the tiny DiT. Every other check reuses them. The reference is the
+Dynamo path, `torch.compile(..., backend="taylorseer")` with the same options (eager inner
+compiler, so no Inductor compile here).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import ts_compile
+from ts_compile.deploy import (FORMAT_VERSION, ArtefactError, _option_mismatches,
+                               _options_from_json, _options_to_json, export, load)
+from ts_compile.options import TaylorSeerOptions
+from ts_compile.schedule import computed_steps
+
+from .conftest import compile_ts
+from .diffusers_models import flux_image_ids, tiny_dit
+from .pipelines import flux_pipeline
+
+OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
+DIT_OPTIONS = {**OPTIONS, "num_steps": 6}  # the artefact resets itself after step 5
+TOL = dict(rtol=1e-4, atol=1e-5)
+HEIGHT = WIDTH = 32  # FluxPipeline -> 64 image tokens of 16 channels, as exported
+
+
+def flux_step_kwargs(sigma: float) -> dict:
+    """FluxPipeline's transformer call at 32x32 (guidance off, joint_attention_kwargs={})."""
+    g = torch.Generator().manual_seed(11)
+    return dict(hidden_states=torch.randn(1, 64, 16, generator=g), timestep=torch.tensor([sigma]),
+                guidance=None, pooled_projections=torch.randn(1, 32, generator=g),
+                encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
+                txt_ids=torch.zeros(8, 3), img_ids=flux_image_ids(8, 8),
+                joint_attention_kwargs={}, return_dict=False)
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    pipe, make_kwargs = flux_pipeline(cfg=True)
+    path = export(pipe.transformer, (), flux_step_kwargs(1.0), options=OPTIONS,
+                      path=tmp_path_factory.mktemp("flux") / "flux.tsaot")
+    return pipe, make_kwargs, path
+
+
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    model, make_kwargs = tiny_dit()
+    path = export(model, (), make_kwargs(0, 6), options=DIT_OPTIONS,
+                      path=tmp_path_factory.mktemp("dit") / "dit.tsaot")
+    return model, make_kwargs, path
+
+
+def same_stats(runner, compiled):
+    keys = ("regions", "live_outputs", "computed_steps", "forecast_steps", "state_bytes",
+            "skipped_regions", "contexts")
+    got, want = runner.stats(), ts_compile.stats(compiled)
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert got["fallbacks"] == [] and got["recompiles"] == 0 and got["graphs"] == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# outputs equal the Dynamo path at every step
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.export
+def test_flux_matches_dynamo_path_every_step_without_dynamo(flux):
+    pipe, _, path = flux
+    frames = dict(torch._dynamo.utils.counters["frames"])
+    runner = load(path, options=OPTIONS)
+    steps = []
+    for reset in (runner.reset, lambda: ts_compile.reset(runner)):  # two generations
+        steps.append([runner(**flux_step_kwargs(1 - s / 10))[0] for s in range(10)])
+        reset()
+    assert dict(torch._dynamo.utils.counters["frames"]) == frames  # load and run: no Dynamo
+    compiled = compile_ts(pipe.transformer, **OPTIONS)
+    with torch.no_grad():
+        for generation in steps:
+            ts_compile.reset(compiled)
+            for s, got in enumerate(generation):
+                torch.testing.assert_close(got, compiled(**flux_step_kwargs(1 - s / 10))[0], **TOL)
+    assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
+        TaylorSeerOptions(**OPTIONS), 10))
+    assert ts_compile.stats(runner) == runner.stats()
+    same_stats(runner, compiled)
+    # forecast steps really forecast (the blocks did not run): differs from the plain model
+    with torch.no_grad():
+        plain = pipe.transformer(**flux_step_kwargs(1 - 9 / 10))[0]
+    assert not torch.allclose(steps[1][9], plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.export
+def test_flux_contexts_and_explicit_step_index_reset_like_dynamo(flux):
+    pipe, _, path = flux
+    model = pipe.transformer
+    runner = load(path)
+    compiled = compile_ts(model, fullgraph=False, **OPTIONS)
+    # step indices given by a "pipeline": going back to 0 starts a new generation
+    schedule = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    with torch.no_grad():
+        for i, step in enumerate(schedule):
+            for name in ("cond", "uncond"):
+                kwargs = flux_step_kwargs(1 - step / 10 + (0.05 if name == "uncond" else 0))
+                with runner.cache_context(name, step_index=step):
+                    got = runner(**kwargs)[0]
+                with model.cache_context(name, step_index=step):
+                    want = compiled(**kwargs)[0]
+                torch.testing.assert_close(got, want, **TOL, msg=f"call {i} ({name})")
+    same_stats(runner, compiled)
+    assert runner.stats()["contexts"] == ["cond", "uncond"]
+
+
+@pytest.mark.export
+def test_dit_matches_dynamo_path_and_resets_after_num_steps(dit):
+    model, make_kwargs, path = dit
+    runner = load(path, options=DIT_OPTIONS)
+    compiled = compile_ts(model, **DIT_OPTIONS)
+    with torch.no_grad():
+        for generation in range(2):  # no reset(): num_steps ends each generation
+            for step in range(6):
+                kwargs = make_kwargs(step, 6)
+                torch.testing.assert_close(runner(**kwargs)[0], compiled(**kwargs)[0], **TOL,
+                                           msg=f"generation {generation} step {step}")
+    same_stats(runner, compiled)
+    assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
+        TaylorSeerOptions(**DIT_OPTIONS), 6))
+
+
+@pytest.mark.export
+def test_pipeline_runs_generations_with_the_loaded_artefact(flux):
+    pipe, make_kwargs, path = flux
+    model = pipe.transformer
+    try:
+        pipe.transformer = load(path)  # true CFG: "cond" and "uncond" contexts
+        with torch.no_grad():
+            got = [pipe(**make_kwargs(height=HEIGHT, width=WIDTH))[0] for _ in range(2)]
+        runner = pipe.transformer
+        pipe.transformer = compiled = compile_ts(model, fullgraph=False, **OPTIONS)
+        with torch.no_grad():
+            want = [pipe(**make_kwargs(height=HEIGHT, width=WIDTH))[0] for _ in range(2)]
+    finally:
+        pipe.transformer = model
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[0], got[1])  # the pipeline reset the state in between
+    same_stats(runner, compiled)
+    assert runner.stats()["forecast_steps"] > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# the artefact: manifest, refusals
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.export
+def test_manifest_is_json_with_layout_versions_and_checksums(flux):
+    _, _, path = flux
+    assert sorted(p.name for p in path.iterdir()) == ["compute.pt2", "forecast.pt2",
+                                                     "manifest.json"]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["torch_version"] == torch.__version__ and manifest["device"] == "cpu"
+    assert TaylorSeerOptions.coerce(manifest["options"]) == TaylorSeerOptions.coerce(OPTIONS)
+    assert manifest["state"]["tables"][0]["shape"] == [1, 64, 32]
+    assert manifest["state"]["tables"][0]["region"] == "single_transformer_blocks.1"
+    assert manifest["inputs"]["num_user_inputs"] == len(manifest["inputs"]["leaves"]) == 8
+    assert manifest["model"]["config"]["in_channels"] == 16
+    before, after = manifest["build"]["forecast_ops"]  # FLUX's rotary embedding is gone
+    assert after < before and after < manifest["build"]["compute_ops"][1]
+    for name in ("compute", "forecast"):
+        record = manifest["packages"][name]
+        assert len(record["sha256"]) == 64
+        assert record["bytes"] == (path / record["file"]).stat().st_size
+
+
+def _copy(path, tmp_path):
+    target = tmp_path / "copy.tsaot"
+    shutil.copytree(path, target)
+    return target
+
+
+def _edit_manifest(path, **changes):
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(changes)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.export
+def test_load_refuses_other_options_version_device(flux, tmp_path):
+    _, _, path = flux
+    with pytest.raises(ArtefactError, match=r"other options: order: artefact has 2, expected 1"):
+        load(path, options={**OPTIONS, "order": 1})
+    with pytest.raises(ArtefactError, match=r"interval: artefact has 3, expected 5"):
+        load(path, options={**OPTIONS, "interval": 5})
+    with pytest.raises(ArtefactError, match=r"exported for device cpu, not cuda"):
+        load(path, device="cuda")
+    copy = _copy(path, tmp_path)
+    _edit_manifest(copy, torch_version="2.0.0")
+    with pytest.raises(ArtefactError, match=r"exported with torch 2\.0\.0, this is torch"):
+        load(copy)
+    _edit_manifest(copy, torch_version=torch.__version__, format_version=99)
+    with pytest.raises(ArtefactError, match="format version 99"):
+        load(copy)
+    if not torch.cuda.is_available():
+        _edit_manifest(copy, format_version=FORMAT_VERSION, device="cuda:0")
+        with pytest.raises(ArtefactError, match="exported for device cuda:0.*not available"):
+            load(copy)
+
+
+@pytest.mark.export
+def test_load_refuses_truncated_or_tampered_files(flux, tmp_path):
+    _, _, path = flux
+    copy = _copy(path, tmp_path)
+    compute = copy / "compute.pt2"
+    data = compute.read_bytes()
+    compute.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtefactError, match="compute package .* bytes.*truncated"):
+        load(copy)
+    tampered = bytearray(data)
+    tampered[len(data) // 2] ^= 0xFF
+    compute.write_bytes(bytes(tampered))
+    with pytest.raises(ArtefactError, match="compute package .*SHA-256"):
+        load(copy)
+    compute.write_bytes(data)
+    manifest = (copy / "manifest.json").read_bytes()
+    (copy / "manifest.json").write_bytes(manifest[: len(manifest) // 2])
+    with pytest.raises(ArtefactError, match="not valid JSON"):
+        load(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ArtefactError, match="not a ts_compile artefact"):
+        load(copy)
+    (copy / "manifest.json").write_bytes(manifest)
+    record = json.loads(manifest)
+    del record["inputs"]
+    (copy / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(ArtefactError, match="lacks a field or has an invalid one"):
+        load(copy)
+    (copy / "manifest.json").write_bytes(manifest)
+    (copy / "forecast.pt2").unlink()
+    with pytest.raises(ArtefactError, match="forecast package .* missing"):
+        load(copy)
+
+
+@pytest.mark.export
+def test_calls_that_do_not_fit_the_artefact_fail_clearly(flux):
+    _, _, path = flux
+    runner = load(path)
+    good = flux_step_kwargs(1.0)
+    with pytest.raises(ArtefactError, match=r"input 0 must be a cpu tensor of shape \[1, 64, 16\]"):
+        runner(**{**good, "hidden_states": torch.zeros(1, 32, 16)})
+    with pytest.raises(ArtefactError, match="exported as the constant False, got True"):
+        runner(**{**good, "return_dict": True})
+    with pytest.raises(ArtefactError, match="structure differs"):
+        runner(**{**good, "joint_attention_kwargs": {"scale": 0.5}})
+    with pytest.raises(ArtefactError, match="keyword mismatch"):
+        runner(**{k: v for k, v in good.items() if k != "guidance"})
+    assert runner.stats()["computed_steps"] == 0  # nothing ran, no state advanced
+
+
+# ------------------------------------------------------------------------------------------------
+# no export needed
+# ------------------------------------------------------------------------------------------------
+def test_options_round_trip_through_json():
+    settings = TaylorSeerOptions.coerce({"order": 3, "schedule": [0, 2, 5], "num_steps": 8,
+                                         "cut": [r"blocks\.\d+"], "state_dtype": "bfloat16",
+                                         "max_autotune": False})
+    record = json.loads(json.dumps(_options_to_json(settings)))
+    assert _options_from_json(record) == settings
+    assert _option_mismatches(settings, settings) == []
+    # the Dynamo path's inner compiler is no property of an artefact
+    assert _option_mismatches(settings, TaylorSeerOptions.coerce(
+        {**_options_to_json(settings), "compiler": "eager"})) == []
+    other = TaylorSeerOptions.coerce({"order": 1})
+    assert any(m.startswith("order: artefact has 3, expected 1")
+               for m in _option_mismatches(settings, other))
+
+
+def test_export_refuses_a_model_without_blocks(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
+    with pytest.raises(ArtefactError, match="does not apply"):
+        export(model, (torch.zeros(2, 4),), path=tmp_path / "none.tsaot")
+    assert not (tmp_path / "none.tsaot").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary directory left behind
+
+
+def test_export_never_overwrites_foreign_paths(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not a ts_compile artefact"):
+        export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), path=tmp_path / "data")
+    assert (tmp_path / "data" / "keep.txt").exists()
