@@ -93,8 +93,10 @@ class GraphRuntime:
 
     def __init__(self, controller: Controller, compute_fn: Callable, forecast_fn: Callable,
                  device: torch.device, *, tables: list[TableSpec], shapes: TableShapes,
-                 region_names: list[str], skipped: list[tuple[str, str]]) -> None:
+                 region_names: list[str], skipped: list[tuple[str, str]],
+                 graphs: TaylorSeerGraphs | None = None) -> None:
         self.controller = controller
+        self.graphs = graphs  # the rewritten graphs, for inspection (None for a loaded artefact)
         self.compute_fn = compute_fn
         self.forecast_fn = forecast_fn
         self.device = device
@@ -117,7 +119,7 @@ class GraphRuntime:
                    forecast_fn: Callable, device: torch.device) -> GraphRuntime:
         return cls(controller, compute_fn, forecast_fn, device, tables=graphs.guards.tables,
                    shapes=TableShapes.of(graphs), region_names=graphs.guards.region_names,
-                   skipped=graphs.skipped)
+                   skipped=graphs.skipped, graphs=graphs)
 
     def reset(self) -> None:
         for state in self.states.values():
