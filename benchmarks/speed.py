@@ -1,0 +1,795 @@
+"""CPU speed benchmark: taylorseer vs eager, plain Inductor, diffusers' TaylorSeer hooks, cache-dit.
+
+    python benchmarks/speed.py                       # the full table (tens of minutes on 2 cores)
+    python benchmarks/speed.py --rows inductor,ts-N5-o2-block,diffusers-eager --repeats 3
+    python benchmarks/speed.py --size tiny --steps 6 --repeats 1 --compiler eager   # seconds
+
+A FLUX-shaped `FluxTransformer2DModel` (random weights; "cpu" size: 2 double + 4 single blocks,
+4x32 heads, 1024 image + 32 text tokens, the setup of the peers measured in the reference notes)
+runs a rectified-flow Euler sampler, x += (sigma_next - sigma) * v, for --steps steps.
+
+Every row gets one untimed warm-up generation (it compiles: compile time = that generation minus
+the timed median), then --repeats timed generations, alternated round-robin over the rows so that
+a change in machine load hits every row alike. Per-step times come from the same timed
+generations (perf_counter around each model call; CPU work is synchronous).
+
+Rows (--rows, comma-separated; the plain Inductor baseline is always added):
+  eager, inductor                          no cache
+  ts-N{3,4,5,6}-o{1,2}-{block,paper}       backend="taylorseer", interval N, warm-up 3
+  ts-dsched-o2-block                       backend="taylorseer" on diffusers' schedule (13/50)
+  diffusers-eager, diffusers-compiled      TaylorSeerCacheConfig(interval 5, warm-up 3, order 2,
+                                           float32 factors) on whole blocks; compiled = whole-model
+                                           torch.compile
+  cachedit-eager, cachedit-compiled        cache-dit DBCache F1B0 + TaylorSeer calibrator (order 2)
+                                           on diffusers' schedule (steps_computation_mask); only
+                                           if `import cache_dit` works
+
+FLOPs speedup: torch.utils.flop_counter.FlopCounterMode over one full step of the eager model and
+one forecast step (taylorseer: the forecast graph run with the eager inner compiler; diffusers /
+cache-dit: a whole hooked eager generation divided by its steps). It counts matmuls and attention
+only: the elementwise polynomial is not counted (it is in the measured forecast-step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import ts_compile  # noqa: E402
+from ts_compile.api import controller_of  # noqa: E402
+from ts_compile.options import TaylorSeerOptions  # noqa: E402
+from ts_compile.schedule import computed_steps  # noqa: E402
+
+SIZES: dict[str, dict[str, Any]] = {
+    # ~100 ms a step under plain Inductor on a quiet 2-core CPU (one thread: 111 ms eager).
+    "cpu": dict(grid=32, text=32, config=dict(
+        patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=32,
+        num_attention_heads=4, joint_attention_dim=256, pooled_projection_dim=256,
+        axes_dims_rope=(8, 12, 12))),
+    # a few ms a step: for the test suite
+    "tiny": dict(grid=8, text=8, config=dict(
+        patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6))),
+}
+WARMUP = 3
+DIFFUSERS_INTERVAL = 5
+TS_ROWS = [f"ts-N{n}-o{o}-{c}" for c in ("block", "paper") for o in (1, 2) for n in (3, 4, 5, 6)]
+ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", "diffusers-eager",
+             "diffusers-compiled", "cachedit-eager", "cachedit-compiled"])
+FLUX_BLOCK_IDS = [r"transformer_blocks\.\d+", r"single_transformer_blocks\.\d+"]
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit code 2 (see main)
+        raise UsageError(message)
+
+
+# --- model and sampler ------------------------------------------------------------------------
+
+def build_model(size: str):
+    from diffusers import FluxTransformer2DModel
+
+    spec = SIZES[size]
+    cfg = spec["config"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = FluxTransformer2DModel(guidance_embeds=False, **cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    grid, text = spec["grid"], spec["text"]
+    noise = torch.randn(1, grid * grid, cfg["in_channels"], generator=g)
+    ctx = torch.randn(1, text, cfg["joint_attention_dim"], generator=g)
+    pooled = torch.randn(1, cfg["pooled_projection_dim"], generator=g)
+    ids = torch.zeros(grid, grid, 3)
+    ids[..., 1] = torch.arange(grid)[:, None]
+    ids[..., 2] = torch.arange(grid)[None, :]
+    img_ids, txt_ids = ids.reshape(grid * grid, 3), torch.zeros(text, 3)
+
+    def inputs(x: torch.Tensor, sigma: float) -> dict[str, Any]:
+        return dict(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                    timestep=torch.tensor([sigma]), img_ids=img_ids, txt_ids=txt_ids,
+                    return_dict=False)
+
+    return model, noise, inputs
+
+
+def sample(call: Callable, noise: torch.Tensor, inputs: Callable, steps: int,
+           step_times: list[float] | None = None,
+           after_first: Callable[[], None] | None = None) -> torch.Tensor:
+    sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    x = noise.clone()
+    for k in range(steps):
+        kw = inputs(x, sigmas[k])
+        t0 = time.perf_counter()
+        v = call(**kw)[0]
+        if step_times is not None:
+            step_times.append(time.perf_counter() - t0)
+        x = x + (sigmas[k + 1] - sigmas[k]) * v
+        if k == 0 and after_first is not None:
+            after_first()
+    return x
+
+
+def diffusers_schedule(steps: int, interval: int, before: int) -> list[int]:
+    """The steps diffusers' TaylorSeerCacheHook computes (tests/test_diffusers_parity.py)."""
+    return [s for s in range(steps) if s < before or (s - before - 1) % interval == 0]
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+def _proc_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+class Row:
+    def __init__(self, key: str, label: str, call: Callable, schedule: list[int], *,
+                 compiled: bool, kind: str, reset: Callable[[], None] = lambda: None,
+                 options: TaylorSeerOptions | None = None, cut: str | None = None) -> None:
+        self.key, self.label, self.call, self.schedule = key, label, call, schedule
+        self.compiled, self.kind, self.reset, self.options, self.cut = (
+            compiled, kind, reset, options, cut)
+        self.first_s = 0.0
+        self.times: list[float] = []
+        self.compute_step: list[float] = []
+        self.forecast_step: list[float] = []
+        self.graph_breaks = 0
+        self.recompiles: int | str = 0
+        self.peak_rss_mib: float | None = None
+        self.flops_gen: float | None = None  # FLOPs of one generation
+        self.state_bytes: int | None = None
+        self.codes: list[str] = []
+        self.computed_measured: int | None = None
+        self.error: str | None = None
+        self.frames_later = 0
+
+
+def _ts_options(key: str, steps: int, compiler: str) -> TaylorSeerOptions:
+    if key == "ts-dsched-o2-block":
+        return TaylorSeerOptions(schedule=diffusers_schedule(steps, DIFFUSERS_INTERVAL, WARMUP),
+                                 order=2, num_steps=steps, compiler=compiler)
+    n, o, cut = re.fullmatch(r"ts-N(\d+)-o(\d+)-(block|paper)", key).groups()
+    return TaylorSeerOptions(interval=int(n), order=int(o), warmup=WARMUP, cut=cut,
+                             num_steps=steps, compiler=compiler)
+
+
+def _opts_dict(o: TaylorSeerOptions) -> dict[str, Any]:
+    d = dict(order=o.order, num_steps=o.num_steps, compiler=o.compiler,
+             cut=o.cut if isinstance(o.cut, str) else list(o.cut))
+    if o.schedule is not None:
+        d["schedule"] = sorted(o.schedule)
+    else:
+        d.update(interval=o.interval, warmup=o.warmup)
+    return d
+
+
+def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str]) -> list[Row]:
+    from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    every = list(range(steps))
+    dsched = diffusers_schedule(steps, DIFFUSERS_INTERVAL, WARMUP)
+    rows: list[Row] = []
+    hooked = None
+    cachedit = None
+    for key in keys:
+        if key == "eager":
+            rows.append(Row(key, "eager", model, every, compiled=False, kind="plain"))
+        elif key == "inductor":
+            rows.append(Row(key, f"torch.compile ({compiler})",
+                            torch.compile(model, backend=compiler, isolate_recompiles=True),
+                            every, compiled=True, kind="plain"))
+        elif key.startswith("ts-"):
+            o = _ts_options(key, steps, compiler)
+            fn = torch.compile(model, backend="taylorseer", options=_opts_dict(o),
+                               isolate_recompiles=True)
+            label = ("taylorseer diffusers' schedule O2 block" if key == "ts-dsched-o2-block"
+                     else f"taylorseer N={o.interval} O={o.order} {o.cut}")
+            rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
+                            reset=lambda fn=fn: ts_compile.reset(fn), options=o, cut=o.cut))
+        elif key.startswith("diffusers-"):
+            if hooked is None:
+                hooked = copy.deepcopy(model)
+                apply_taylorseer_cache(hooked, TaylorSeerCacheConfig(
+                    cache_interval=DIFFUSERS_INTERVAL, disable_cache_before_step=WARMUP,
+                    max_order=2, taylor_factors_dtype=torch.float32,
+                    cache_identifiers=FLUX_BLOCK_IDS))
+            fn = hooked if key == "diffusers-eager" else torch.compile(
+                hooked, backend=compiler, isolate_recompiles=True)
+
+            def call(fn=fn, **kw):
+                with hooked.cache_context("cond"):
+                    return fn(**kw)
+
+            rows.append(Row(key, "diffusers hooks " + (
+                "eager" if fn is hooked else f"torch.compile ({compiler})"),
+                            call, dsched, compiled=fn is not hooked, kind="diffusers",
+                            reset=hooked._reset_stateful_cache))
+        elif key.startswith("cachedit-"):
+            if cachedit is None:
+                try:
+                    cachedit = _cachedit_model(model, steps, dsched)
+                except Exception as err:  # optional dependency: say why, keep going
+                    cachedit = err
+            if isinstance(cachedit, Exception):
+                notes.append(f"{key}: row missing: cache-dit unavailable or failed "
+                             f"({type(cachedit).__name__}: {str(cachedit).splitlines()[0][:160]})")
+                continue
+            cd_model, cd_reset = cachedit
+            fn = cd_model if key == "cachedit-eager" else torch.compile(
+                cd_model, backend=compiler, isolate_recompiles=True)
+            rows.append(Row(key, "cache-dit F1B0+TaylorSeer " + (
+                "eager" if fn is cd_model else f"torch.compile ({compiler})"),
+                            fn, dsched, compiled=fn is not cd_model, kind="cachedit", reset=cd_reset))
+    return rows
+
+
+def _cachedit_model(model, steps: int, dsched: list[int]):
+    import logging
+
+    import cache_dit
+    from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("cache_dit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    m = copy.deepcopy(model)
+    mask = [1 if s in dsched else 0 for s in range(steps)]
+
+    def config():
+        return dict(cache_config=DBCacheConfig(
+            Fn_compute_blocks=1, Bn_compute_blocks=0, max_warmup_steps=WARMUP,
+            residual_diff_threshold=1e9, num_inference_steps=steps,
+            steps_computation_mask=mask, steps_computation_policy="static"),
+            calibrator_config=TaylorSeerCalibratorConfig(taylorseer_order=2))
+
+    cache_dit.enable_cache(m, **config())  # in place (it returns a list for a bare module)
+
+    def reset():
+        cache_dit.refresh_context(m, **config())
+
+    return m, reset
+
+
+# --- FLOPs ------------------------------------------------------------------------------------
+
+def count_flops(fn: Callable, *args, **kwargs) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops()
+
+
+def ts_step_flops(model, noise, inputs, cut: str) -> tuple[int, int]:
+    """(compute, forecast) FLOPs of one taylorseer step, graphs run with the eager compiler."""
+    o = TaylorSeerOptions(schedule=[0], order=1, cut=cut, compiler="eager")
+    fn = torch.compile(model, backend="taylorseer", options=_opts_dict(o), isolate_recompiles=True)
+    fn(**inputs(noise, 1.0))  # compiles (eager inner compiler); step 0
+    rt = controller_of(fn).runtimes[0]
+    ts_compile.reset(fn)
+    found: dict[str, int] = {}
+    for name in ("compute_fn", "forecast_fn"):
+        orig = getattr(rt, name)
+
+        def wrapped(*a, orig=orig, name=name):
+            from torch.utils.flop_counter import FlopCounterMode
+            with FlopCounterMode(display=False) as c:
+                out = orig(*a)
+            found[name] = c.get_total_flops()
+            return out
+        setattr(rt, name, wrapped)
+    fn(**inputs(noise, 1.0))
+    fn(**inputs(noise, 0.9))
+    return found["compute_fn"], found["forecast_fn"]
+
+
+# --- Inductor code ----------------------------------------------------------------------------
+
+def kernel_report(code: str, table_count: int) -> dict[str, Any]:
+    """Kernels defined/launched in one Inductor output module and which read the Taylor tables."""
+    kernels = re.findall(r"^(cpp_fused_\w+) = async_compile", code, re.M)
+    call_body = code[code.find("def call(args)"):] if "def call(args)" in code else code
+    m = re.search(r"^\s+([\w, ]+) = args\s*$", call_body, re.M)
+    names = [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
+    tables = names[-(table_count + 1):-1] if names else []
+    launches = re.findall(r"^\s+(cpp_fused_\w+)\((.*)\)\s*$", call_body, re.M)
+    externs = re.findall(r"extern_kernels\.(\w+)\(", call_body)
+    readers = {}
+    for kname, argstr in launches:
+        args = [a.strip() for a in argstr.split(",")]
+        hit = [t for t in tables if t in args]
+        if hit:
+            readers.setdefault(kname, []).extend(hit)
+    return dict(kernels=kernels, launches=[k for k, _ in launches], externs=externs,
+                tables=tables, table_kernels=readers)
+
+
+def kernel_source(code: str, kname: str) -> str:
+    start = code.find(f"{kname} = async_compile")
+    end = code.find("''')", start)
+    return code[start:end] if start >= 0 else ""
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+def median(v: list[float]) -> float | None:
+    return statistics.median(v) if v else None
+
+
+def fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.2f}"
+
+
+def compile_probe(args) -> int:
+    """Hidden mode: one cold compile (fresh Inductor cache dir set by the parent) of one row."""
+    model, noise, inputs = build_model(args.size)
+    with torch.no_grad():
+        if args.compile_probe == "inductor":
+            fn = torch.compile(model, backend="inductor")
+        else:
+            fn = torch.compile(model, backend="taylorseer", options=dict(
+                interval=5, order=2, warmup=1, num_steps=1000))
+        t0 = time.perf_counter()
+        fn(**inputs(noise, 1.0))
+        first = time.perf_counter() - t0
+        steady = []
+        for k in range(4):  # step 1 forecast, ..., step 5 computed: median of both kinds
+            t0 = time.perf_counter()
+            fn(**inputs(noise, 0.9))
+            steady.append(time.perf_counter() - t0)
+    print(f"COMPILE_PROBE {first - max(steady):.3f} {first:.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", default="cpu")
+    parser.add_argument("--rows", default=",".join(ALL_ROWS),
+                        help="comma-separated: " + ", ".join(ALL_ROWS))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compiler", default="inductor",
+                        help="inner compiler of every compiled row: inductor, or eager (tests)")
+    parser.add_argument("--host-calls", type=int, default=20000)
+    parser.add_argument("--no-compile-probe", action="store_true",
+                        help="skip the cold-compile measurement in subprocesses")
+    parser.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
+    try:
+        args = parser.parse_args(argv)
+        if args.size not in SIZES:
+            raise UsageError(f"--size must be one of {', '.join(SIZES)}, got {args.size!r}")
+        if args.steps < 8:
+            if args.steps < 1:
+                raise UsageError(f"--steps must be >= 1, got {args.steps}")
+        if args.repeats < 1:
+            raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        if args.compiler not in ("inductor", "eager"):
+            raise UsageError(f"--compiler must be inductor or eager, got {args.compiler!r}")
+        keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+        bad = [k for k in keys if k not in ALL_ROWS]
+        if bad or not keys:
+            raise UsageError(f"unknown row(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                             f"rows are {', '.join(ALL_ROWS)}")
+    except UsageError as err:
+        print(f"speed.py: error: {err}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.compile_probe:
+        return compile_probe(args)
+    if "inductor" not in keys:
+        keys.insert(0, "inductor")  # the baseline of every ratio
+    keys = [k for k in ALL_ROWS if k in keys]  # a fixed order
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # cold compiles: nothing from earlier runs
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ts_speed_inductor_")
+    with torch.no_grad():
+        return run(args, keys)
+
+
+def run(args, keys: list[str]) -> int:
+    from tabulate import tabulate
+
+    began = time.perf_counter()
+    steps, out = args.steps, sys.stdout
+    load_before = os.getloadavg()
+    spec = SIZES[args.size]
+    model, noise, inputs = build_model(args.size)
+    cfg = spec["config"]
+    params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print(f"FLUX-shaped FluxTransformer2DModel ({cfg['num_layers']} double + "
+          f"{cfg['num_single_layers']} single blocks, {cfg['num_attention_heads']}x"
+          f"{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M params, random weights), "
+          f"{spec['grid'] ** 2} image + {spec['text']} text tokens, {steps} Euler steps, "
+          f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated")
+    notes: list[str] = []
+    rows = make_rows(keys, model, steps, args.compiler, notes)
+    for note in notes:
+        print("note:", note)
+    counters = torch._dynamo.utils.counters
+
+    # FLOPs
+    full_flops = count_flops(model, **inputs(noise, 1.0))
+    ts_flops: dict[str, tuple[int, int]] = {}
+    for cut in sorted({r.cut for r in rows if r.kind == "ts"}):
+        ts_flops[cut] = ts_step_flops(model, noise, inputs, cut)
+    print(f"FLOPs (FlopCounterMode, matmul/attention only): full step {full_flops / 1e9:.3f} G; "
+          + "; ".join(f"taylorseer cut={c}: compute {a / 1e9:.3f} G, forecast {b / 1e9:.4f} G"
+                      for c, (a, b) in ts_flops.items()))
+
+    # warm-up generations (compile), with Inductor's output code captured
+    from torch._inductor.graph import GraphLowering
+
+    orig_save = GraphLowering.save_output_code
+    current: list[Row] = []
+
+    def save_output_code(code: str) -> None:
+        if current:
+            current[0].codes.append(code)
+
+    GraphLowering.save_output_code = staticmethod(save_output_code)
+    references: dict[str, torch.Tensor] = {}
+    try:
+        for row in rows:
+            current[:] = [row]
+            gb = sum(counters["graph_break"].values())
+            first: list[int] = []
+
+            def after_first():
+                first.append(counters["frames"]["ok"])
+            row.reset()
+            t0 = time.perf_counter()
+            try:
+                if row.kind in ("diffusers", "cachedit") and row.key.endswith("eager"):
+                    def flops_gen(row=row):
+                        return sample(row.call, noise, inputs, steps, after_first=after_first)
+                    row.flops_gen = count_flops(flops_gen)
+                    row.first_s = time.perf_counter() - t0
+                else:
+                    sample(row.call, noise, inputs, steps, after_first=after_first)
+                    row.first_s = time.perf_counter() - t0
+            except Exception as err:
+                row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                notes.append(f"{row.key}: failed in its warm-up generation: {row.error}")
+                print(f"note: {row.key} failed: {row.error}")
+                continue
+            row.graph_breaks = sum(counters["graph_break"].values()) - gb
+            row.frames_later = counters["frames"]["ok"] - first[0]
+            print(f"  warm-up {row.label}: {row.first_s:.1f} s", flush=True)
+    finally:
+        GraphLowering.save_output_code = orig_save
+        current.clear()
+    rows = [r for r in rows if r.error is None]
+    by_key = {r.key: r for r in rows}
+    for r in rows:  # FLOPs of the compiled peers = their eager twins'
+        twin = by_key.get(r.key.replace("compiled", "eager"))
+        if r.flops_gen is None and twin is not None:
+            r.flops_gen = twin.flops_gen
+    ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
+
+    # timed generations, round-robin
+    rss_ok = True
+    for rep in range(args.repeats):
+        for row in rows:
+            row.reset()
+            step_times: list[float] = []
+            if rep == 0 and rss_ok:
+                rss0 = _proc_kib("VmRSS")
+                rss_ok = reset_peak_rss() and rss0 is not None
+            t0 = time.perf_counter()
+            f0 = counters["frames"]["ok"]
+            x = sample(row.call, noise, inputs, steps, step_times)
+            row.times.append(time.perf_counter() - t0)
+            row.frames_later += counters["frames"]["ok"] - f0
+            if rep == 0 and rss_ok:
+                row.peak_rss_mib = (_proc_kib("VmHWM") - rss0) / 1024
+            for k, dt in enumerate(step_times):
+                (row.compute_step if k in row.schedule else row.forecast_step).append(dt)
+            if rep == 0:
+                references[row.key] = x
+    load_after = os.getloadavg()
+
+    for row in rows:
+        if row.compiled:  # Dynamo compiles after this row's first step (all in its own turns)
+            row.recompiles = row.frames_later
+        else:
+            row.recompiles = "-"
+        if row.kind == "ts":
+            st = ts_compile.stats(row.call)
+            if st["recompiles"] != row.recompiles:
+                notes.append(f"{row.key}: stats() counts {st['recompiles']} recompiles")
+            runs = args.repeats * max(st["graphs"], 1)
+            row.computed_measured = (st["computed_steps"]
+                                     - ts_before[row.key]["computed_steps"]) // runs
+            row.state_bytes = st["state_bytes"]
+            if st["fallbacks"]:
+                notes.append(f"{row.key}: fell back: {'; '.join(st['fallbacks'])}")
+        else:
+            row.computed_measured = len(row.schedule)
+
+    # FLOPs speedup per row
+    def flops_speedup(row: Row) -> float:
+        if row.kind == "ts":
+            comp, fc = ts_flops[row.cut]
+            c = len(row.schedule)
+            return steps * full_flops / (c * comp + (steps - c) * fc)
+        if row.flops_gen:
+            return steps * full_flops / row.flops_gen
+        return steps / len(row.schedule)
+
+    base = median(by_key["inductor"].times)
+    table = []
+    results = []
+    for row in rows:
+        med = median(row.times)
+        fs = flops_speedup(row)
+        sp = base / med
+        compile_s = max(row.first_s - med, 0.0) if row.compiled else None
+        res = dict(key=row.key, computed=row.computed_measured, flops_speedup=fs, time=med,
+                   speedup=sp, efficiency=sp / fs, compute_ms=median(row.compute_step),
+                   forecast_ms=median(row.forecast_step), compile_s=compile_s)
+        results.append(res)
+        table.append([
+            row.key, row.label, f"{row.computed_measured}/{steps}", f"{fs:.2f}",
+            f"{med:.3f} [{min(row.times):.3f}-{max(row.times):.3f}]", f"{sp:.2f}",
+            f"{sp / fs:.2f}", fmt_ms(median(row.compute_step)), fmt_ms(median(row.forecast_step)),
+            "-" if compile_s is None else f"{compile_s:.1f}",
+            "n/a" if row.peak_rss_mib is None else f"{row.peak_rss_mib:.0f}",
+            "-" if row.state_bytes is None else f"{row.state_bytes / 2**20:.2f} MiB",
+            str(row.graph_breaks) if row.compiled else "-", str(row.recompiles)])
+    headers = ["row", "method", "computed", "FLOPs speedup", "time s median [min-max]",
+               "speedup vs Inductor", "efficiency", "compute step ms", "forecast step ms",
+               "compile s", "peak RSS +MiB", "Taylor state", "graph breaks", "recompiles"]
+    print()
+    print(f"== {steps}-step generation, median of {args.repeats} alternated repeats ==")
+    print(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
+    print("FLOPs speedup: steps x full-step FLOPs / FLOPs of a generation (FlopCounterMode: "
+          "taylorseer from one compute and one forecast step of its eager graphs; diffusers and "
+          "cache-dit from a whole eager hooked generation). efficiency = speedup vs Inductor / "
+          "FLOPs speedup. compile s = warm-up generation - median. peak RSS +MiB: VmHWM over the "
+          "first timed generation minus VmRSS before it (process-wide; n/a where /proc/self/"
+          "clear_refs is not writable). Inductor cache dir: "
+          f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')} (fresh per run unless set).")
+    spreads = [max(r.times) / min(r.times) for r in rows]
+    print(f"largest repeat spread (max/min) {max(spreads):.2f}")
+
+    # agreement: taylorseer rows on diffusers' schedule vs diffusers' hooks
+    if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
+        a, b = references["ts-dsched-o2-block"], references["diffusers-eager"]
+        print(f"ts-dsched-o2-block vs diffusers-eager final latents: max |diff| "
+              f"{float((a - b).abs().max()):.3g} (same schedule, order, cut)")
+
+    extra_reports(args, rows, model, noise, inputs, base, by_key)
+
+    print(f"\nload average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
+          f"process max RSS {_proc_kib('VmPeak') and _rusage_mib():.0f} MiB; "
+          f"total wall time {time.perf_counter() - began:.0f} s")
+    for note in notes:
+        print("note:", note)
+    return 0
+
+
+def _rusage_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _frames_recompiles(row: Row) -> int | str:
+    """Recompiles of a plain compiled row: Dynamo cache entries on the model's forward beyond 1."""
+    fn = row.call
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:
+        return "?"
+    target = None
+    if hasattr(fn, "_orig_mod"):
+        target = fn._orig_mod
+    else:  # the diffusers call wrapper closes over the compiled module
+        for cell in (fn.__defaults__ or ()):
+            if hasattr(cell, "_orig_mod"):
+                target = cell._orig_mod
+    if target is None:
+        return "?"
+    try:
+        entries = _debug_get_cache_entry_list(type(target).forward.__code__)
+    except Exception:
+        return "?"
+    return max(len(entries) - 1, 0) if entries else "?"
+
+
+def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
+                  by_key: dict[str, Row]) -> None:
+    steps = args.steps
+    ts_rows = [r for r in rows if r.kind == "ts"]
+
+    # (a) host work of the runtime per call
+    print("\n== (a) the runtime's own host work per call (GraphRuntime.__call__ with no-op graphs) ==")
+    if ts_rows:
+        row = next((r for r in ts_rows if r.key == "ts-N5-o2-block"), ts_rows[0])
+        rt = controller_of(row.call).runtimes[0]
+        captured: dict[str, tuple] = {}
+        fns = rt.compute_fn, rt.forecast_fn
+
+        def capture(name, orig):
+            def f(*a):
+                captured.setdefault(name, a)
+                return orig(*a)
+            return f
+
+        rt.compute_fn, rt.forecast_fn = capture("c", fns[0]), capture("f", fns[1])
+        row.reset()
+        sample(row.call, noise, inputs, steps)
+        rt.compute_fn, rt.forecast_fn = fns
+        n_extra = len(rt.table_specs) + 1
+        user_args = captured["c"][:-n_extra]
+        sentinel = object()
+        rt.compute_fn = rt.forecast_fn = lambda *a: sentinel
+        row.reset()
+        calls = max(steps, args.host_calls // steps * steps)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            rt(*user_args)
+        per_call = (time.perf_counter() - t0) / calls
+        rt.compute_fn, rt.forecast_fn = fns
+        row.reset()
+        noop = lambda *a: sentinel  # noqa: E731
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            noop(*user_args)
+        floor = (time.perf_counter() - t0) / calls
+        print(f"{row.key}: {per_call * 1e6:.1f} us per call over {calls} calls "
+              f"({len(user_args)} graph inputs; a bare Python call with the same arguments "
+              f"{floor * 1e6:.2f} us); target < 50 us: {'met' if per_call < 50e-6 else 'NOT met'}")
+        if "f" in captured and row.forecast_step:
+            fargs = captured["f"]
+            ts = []
+            for _ in range(max(5, args.repeats * 3)):
+                t0 = time.perf_counter()
+                rt.forecast_fn(*fargs)
+                ts.append(time.perf_counter() - t0)
+            g = median(ts)
+            whole = median(row.forecast_step)
+            print(f"{row.key}: forecast graph alone {g * 1e3:.3f} ms; a forecast step through "
+                  f"torch.compile (Dynamo guards + runtime + graph) {whole * 1e3:.3f} ms; "
+                  f"difference {(whole - g) * 1e6:.0f} us")
+    else:
+        print("no taylorseer row selected")
+
+    # non-block floor: the same model with no blocks, compiled the same way
+    print("\n== non-block floor: the model with its block lists emptied, same compiler ==")
+    bare = build_model(args.size)[0]  # a fresh copy (a compiled model does not deepcopy)
+    bare.transformer_blocks = torch.nn.ModuleList()
+    bare.single_transformer_blocks = torch.nn.ModuleList()
+    bare_fn = torch.compile(bare, backend=args.compiler, isolate_recompiles=True)
+    for _ in range(2):
+        bare_fn(**inputs(noise, 0.5))
+    ts = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        bare_fn(**inputs(noise, 0.5))
+        ts.append(time.perf_counter() - t0)
+    floor_ms = median(ts) * 1e3
+    print(f"non-block step (embedders, norm_out, proj_out): {floor_ms:.3f} ms (median of 30)")
+    for r in rows:
+        if r.forecast_step:
+            fc = median(r.forecast_step) * 1e3
+            print(f"  {r.key:<22} forecast step {fc:7.3f} ms = {fc / floor_ms:5.2f}x the floor")
+
+    # (b) kernels of the forecast graph
+    print("\n== (b) Inductor's generated code of the taylorseer graphs ==")
+    code_rows = [r for r in ts_rows if len(r.codes) >= 2]
+    if args.compiler != "inductor":
+        print("compiler is not inductor: no generated code")
+    elif not code_rows:
+        print("no taylorseer row compiled cold in this run (FX graph cache hits): no code captured")
+    for cut in ("block", "paper"):
+        r = next((r for r in code_rows if r.cut == cut and r.options.order == 2), None)
+        if r is None or args.compiler != "inductor":
+            continue
+        st = ts_compile.stats(r.call)
+        n_tables = st["live_outputs"]
+        compute_code, forecast_code = r.codes[0], r.codes[1]
+        fc = kernel_report(forecast_code, n_tables)
+        cc = kernel_report(compute_code, n_tables)
+        print(f"{r.key}: forecast graph: {len(fc['kernels'])} C++ kernels defined, "
+              f"{len(fc['launches'])} launched, {len(fc['externs'])} extern calls "
+              f"({', '.join(sorted(set(fc['externs']))) or 'none'}); "
+              f"{n_tables} Taylor table(s) of {st['state_bytes'] / 2**20:.2f} MiB in total")
+        readers = fc["table_kernels"]
+        per_table = {t: sum(t in v for v in readers.values()) for t in fc["tables"]}
+        print(f"  kernels reading a table: {len(readers)}; kernels per table: "
+              f"{sorted(per_table.values()) if per_table else '-'} "
+              f"({'each table read by exactly one kernel' if per_table and set(per_table.values()) == {1} else 'NOT one kernel per table'})")
+        if cut == "block" and readers:
+            kname = next(iter(readers))
+            src = kernel_source(forecast_code, kname)
+            loads = re.findall(r"in_ptr\d+\[[^\]]*\]|loadu\(in_ptr\d+[^;]*?\)", src)
+            print(f"  the polynomial kernel {kname}: {len(loads)} loads "
+                  f"({', '.join(loads[:8])}{', ...' if len(loads) > 8 else ''})")
+        wr = cc["table_kernels"]
+        print(f"{r.key}: compute graph: {len(cc['kernels'])} C++ kernels, "
+              f"{len(cc['externs'])} extern calls; kernels taking a table: "
+              f"{', '.join(f'{k}' for k in wr) or 'none'}")
+        for k in wr:
+            src = kernel_source(compute_code, k)
+            outs = sorted(set(re.findall(r"out_ptr\d+", src)))
+            ins = sorted(set(re.findall(r"in_ptr\d+", src)))
+            print(f"    {k}: {len(ins)} inputs, {len(outs)} outputs "
+                  f"({'fused with other work' if len(outs) + len(ins) > 3 else 'a separate kernel'})")
+
+    # (c) compile time, cold, in subprocesses
+    print("\n== (c) compile time: cold Inductor compile in a fresh process and cache dir ==")
+    if args.no_compile_probe or args.compiler != "inductor":
+        print("skipped (--no-compile-probe or compiler != inductor); see the compile s column")
+    else:
+        got = {}
+        for which in ("inductor", "taylorseer"):
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix="ts_probe_"))
+            cmd = [sys.executable, os.path.abspath(__file__), "--size", args.size,
+                   "--compile-probe", which]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            m = re.search(r"COMPILE_PROBE ([\d.]+) ([\d.]+)", proc.stdout)
+            got[which] = float(m.group(1)) if m else None
+            print(f"{which}: " + (f"{got[which]:.1f} s (first call {m.group(2)} s)" if m else
+                                  f"probe failed: {proc.stderr.strip().splitlines()[-1:]}"))
+        if got.get("inductor") and got.get("taylorseer"):
+            ratio = got["taylorseer"] / got["inductor"]
+            print(f"taylorseer / plain Inductor compile time: {ratio:.2f}x "
+                  f"(target <= 2x: {'met' if ratio <= 2 else 'NOT met'})")
+
+    # (d) FLUX.1-dev state memory, from shapes
+    print("\n== (d) Taylor state for FLUX.1-dev at 1024x1024, order 2 (from shapes) ==")
+    live = 4096 * 3072  # one live output: the last single block's image tokens, hidden 3072
+    block = 3 * live * 4
+    print(f"cut='block': (order + 1) x 1 live output x 4096 tokens x 3072 x 4 B (fp32) = "
+          f"{block / 2**30:.3f} GiB")
+    print("official TaylorSeer code (every branch output of every block, bf16): 6.012 GiB; "
+          "cut='paper' bf16: 6.012 GiB (docs/models.md, `python benchmarks/state_memory.py`, "
+          "traced on the meta device)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""benchmarks/speed.py at a tiny size: the table comes out with the asked rows and sane values."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _speed():
+    spec = importlib.util.spec_from_file_location(
+        "speed_bench", os.path.join(ROOT, "benchmarks", "speed.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROWS = ["eager", "ts-N3-o1-block", "ts-N5-o2-paper", "diffusers-eager"]
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| row"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_tiny_run_prints_the_table(capsys):
+    speed = _speed()
+    rc = speed.main(["--size", "tiny", "--steps", "6", "--repeats", "1", "--threads", "1",
+                     "--compiler", "eager", "--host-calls", "300", "--rows", ",".join(ROWS)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = _table_rows(out)
+    assert set(rows) == {"inductor", *ROWS}, out  # the baseline is always added
+    expected = {"eager": 6, "inductor": 6, "diffusers-eager": 4,  # diffusers: 0,1,2,4
+                "ts-N3-o1-block": 4,  # warm-up 3, then (s - 2) % 3 == 0: 0,1,2,5
+                "ts-N5-o2-paper": 3}  # 0,1,2
+    for key, cells in rows.items():
+        assert cells[2] == f"{expected[key]}/6", cells
+        flops, speedup, efficiency = (float(cells[i]) for i in (3, 5, 6))
+        assert flops >= 1.0 and speedup > 0 and efficiency > 0, cells
+        median = float(cells[4].split()[0])
+        assert median > 0, cells
+        if key.startswith("ts-"):
+            assert float(cells[8]) > 0 and cells[11].endswith("MiB"), cells  # forecast step, state
+            assert cells[12] == "0" and cells[13] == "0", cells  # graph breaks, recompiles
+    assert rows["inductor"][5] == "1.00"
+    assert re.search(r"\(a\) the runtime's own host work per call", out)
+    assert re.search(r"ts-N\d-o\d-\w+: [\d.]+ us per call", out)
+    assert "== (d) Taylor state for FLUX.1-dev" in out and "0.141 GiB" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--rows", "eager,nope"], "unknown row(s) 'nope'"),
+    (["--size", "huge"], "--size must be one of"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "ten"], "invalid int value"),
+    (["--compiler", "tvm"], "--compiler must be"),
+])
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
+    rc = _speed().main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert lines[0].startswith("speed.py: error:")
+    assert captured.out == ""
