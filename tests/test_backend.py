@@ -229,6 +229,38 @@ def test_shape_change_mid_generation_warns_and_recomputes():
             ts_compile.reset(compiled)
         compiled(make_inputs(spec, tokens=5), torch.tensor(0.0))
         x = make_inputs(spec, tokens=6)
-        with pytest.warns(UserWarning, match="shapes changed in the middle of a generation"):
+        with pytest.warns(UserWarning, match="changed in the middle of a generation"):
             out = compiled(x, torch.tensor(0.1))  # step 1 would be a forecast step
     torch.testing.assert_close(out, model(x, torch.tensor(0.1)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_keep_float32_state(dtype):
+    spec = TUPLE_OUT
+    model = build_model(spec).to(dtype)
+    x = make_inputs(spec).to(dtype)
+    compiled = compile_ts(model, order=2, interval=3, warmup=2)
+    reference = EagerTaylorSeer(model, block_paths(spec), 2, official_schedule(2, 3))
+    with torch.no_grad():
+        for step in range(10):
+            t = torch.tensor(1 - step / 10, dtype=dtype)
+            got, want = compiled(x, t), reference(x, t)
+            assert got.dtype == dtype
+            torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    runtime = controller_of(compiled).runtimes[0]
+    assert all(table.dtype == torch.float32 for table in runtime.states["default"].tables)
+
+
+def test_dtype_change_mid_generation_warns_and_recomputes():
+    spec = TENSOR_OUT
+    model = build_model(spec)
+    x = make_inputs(spec)
+    compiled = compile_ts(model, order=1, interval=4, warmup=1, fullgraph=False)
+    with torch.no_grad():
+        compiled(x, torch.tensor(0.0))  # step 0 computed; step 1 would be forecast
+        model.to(torch.bfloat16)
+        x16, t16 = x.to(torch.bfloat16), torch.tensor(0.1, dtype=torch.bfloat16)
+        with pytest.warns(UserWarning, match="changed in the middle of a generation"):
+            out = compiled(x16, t16)
+    torch.testing.assert_close(out, model(x16, t16))
+    assert ts_compile.stats(compiled)["forecast_steps"] == 0

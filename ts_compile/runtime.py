@@ -87,6 +87,11 @@ class Controller:
         }
 
 
+def _same_regions(a: tuple, b: tuple) -> bool:
+    """Two graphs' tables shadow the same region outputs (maybe at other sizes or dtypes)."""
+    return [entry[:2] for entry in a[0]] == [entry[:2] for entry in b[0]]
+
+
 class GraphRuntime:
     """The callable the backend returns to Dynamo for one graph (and what a loaded AOTInductor
     artefact dispatches with): two compiled programs taking ``(*user_inputs, *tables, scalars)``."""
@@ -144,11 +149,12 @@ class GraphRuntime:
         elif own is not None and own.layout == layout:
             state = own  # graph breaks: each graph keeps its own tables
         else:
-            if latest is not None and latest.calls and latest.layout[0] == self.outputs:
+            if latest is not None and latest.calls and _same_regions(latest.layout[0], self.outputs):
                 self.controller.warn_once(
-                    "input shapes changed in the middle of a generation; the Taylor state was "
-                    "dropped and the next step is computed (state from one shape is never reused "
-                    "for another). Call ts_compile.reset(model) between generations.")
+                    "input shapes or dtypes changed in the middle of a generation; the Taylor "
+                    "state was dropped and the next step is computed (state from one shape or "
+                    "dtype is never reused for another). Call ts_compile.reset(model) between "
+                    "generations.")
             state = TaylorState(shapes, self.options.order, self.options.torch_state_dtype,
                                 self.device, layout=layout)
         self.states[context] = state
