@@ -53,6 +53,7 @@ import ts_compile  # noqa: E402
 from ts_compile.api import controller_of  # noqa: E402
 from ts_compile.options import TaylorSeerOptions  # noqa: E402
 from ts_compile.schedule import computed_steps  # noqa: E402
+from ts_compile.toy_models import SIZES as TOY_SIZES  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     # ~100 ms a step under plain Inductor on a quiet 2-core CPU (one thread: 111 ms eager).
@@ -60,11 +61,9 @@ SIZES: dict[str, dict[str, Any]] = {
         patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=32,
         num_attention_heads=4, joint_attention_dim=256, pooled_projection_dim=256,
         axes_dims_rope=(8, 12, 12))),
-    # a few ms a step: for the test suite
-    "tiny": dict(grid=8, text=8, config=dict(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-        axes_dims_rope=(4, 6, 6))),
+    # a few ms a step: for the test suite (the demo's "test" model)
+    "tiny": dict(grid=TOY_SIZES["test"]["grid"], text=TOY_SIZES["test"]["text_tokens"],
+                 config=TOY_SIZES["test"]["config"]),
 }
 WARMUP = 3
 DIFFUSERS_INTERVAL = 5

@@ -144,3 +144,15 @@ def test_all_compute_equals_uncompiled(spec, order):
             t = torch.tensor(step / 6)
             torch.testing.assert_close(compiled(x, t), model(x, t), rtol=0, atol=0)
     assert ts_compile.stats(compiled)["forecast_steps"] == 0
+
+
+def test_module_paths_normalise_from_every_dynamo_spelling():
+    from ts_compile.passes import normalize_module_path
+
+    assert normalize_module_path("L['self'].blocks.1.norm") == "blocks.1.norm"
+    assert normalize_module_path(
+        "L['self'].__dict__['_modules']['transformer_blocks'].0") == "transformer_blocks.0"
+    assert normalize_module_path(  # diffusers' hooks wrap forward
+        "L['function_reference'].forward.__self__.__dict__['_modules']"
+        "['single_transformer_blocks'].3.attn") == "single_transformer_blocks.3.attn"
+    assert normalize_module_path("L['fn']._modules['2']") == "2"  # the root is itself a list

@@ -1,4 +1,4 @@
-"""What the passes share: the Region record, module-path normalisation, subgraph extraction."""
+"""What the passes share: the Region record, module-path normalisation, example values."""
 
 from __future__ import annotations
 
@@ -57,21 +57,6 @@ def module_stack(node: fx.Node) -> list[tuple[str, str, str]]:
 
 def example_value(node: fx.Node):
     return node.meta.get("example_value", node.meta.get("val"))
-
-
-def extract_subgraph(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node],
-                     outputs: list[fx.Node]) -> fx.Graph:
-    """A new graph computing `outputs` from placeholders standing for `inputs` (meta is copied)."""
-    graph = fx.Graph(owning_module=gm)
-    env: dict[fx.Node, fx.Node] = {}
-    for value in inputs:
-        placeholder = graph.placeholder(value.name)
-        placeholder.meta = dict(value.meta)
-        env[value] = placeholder
-    for node in nodes:
-        env[node] = graph.node_copy(node, lambda n: env[n])
-    graph.output(tuple(env[out] for out in outputs))
-    return graph
 
 
 def is_tensor_value(node: fx.Node) -> bool:
