@@ -5,7 +5,9 @@
 Part 1 (tiny test configs of tests/diffusers_models.py, real weights not needed): blocks found,
 regions per cut and live outputs, from `ts_compile.explain`.
 
-Part 2 (the published configs, at a realistic resolution): every model is built on the `meta`
+Part 2 (the published configs, at a realistic resolution; `PRESETS` of
+ts_compile/integrations/diffusers_inputs.py, which `python -m ts_compile explain --preset` uses
+too): every model is built on the `meta`
 device (no weights, no memory) and traced once by `ts_compile.explain` with meta inputs; the
 state is computed from the traced shapes:
 
@@ -36,79 +38,16 @@ from tabulate import tabulate
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import ts_compile  # noqa: E402
+from ts_compile.integrations.diffusers_inputs import (  # noqa: E402
+    PRESETS, build_model, example_inputs)
 
 GiB = 2 ** 30
 
 
-def _flux_ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)
-
-
-def _meta(*shape):
-    return torch.empty(*shape, device="meta")
-
-
-# name -> (diffusers class, published config, setting, inputs(builder))
-def _real_models():
-    import diffusers as d
-
-    return {
-        "flux": ("FLUX.1-dev", d.FluxTransformer2DModel, dict(
-            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
-            attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-            pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56)),
-            "1024x1024: 4096 image + 512 text tokens",
-            lambda: dict(hidden_states=_meta(1, 4096, 64), encoder_hidden_states=_meta(1, 512, 4096),
-                         pooled_projections=_meta(1, 768), timestep=_meta(1), guidance=_meta(1),
-                         img_ids=_flux_ids(64, 64).to("meta"), txt_ids=_meta(512, 3),
-                         return_dict=False)),
-        "dit": ("DiT-XL/2", d.DiTTransformer2DModel, dict(
-            num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
-            num_layers=28, sample_size=32, patch_size=2, norm_type="ada_norm_zero",
-            num_embeds_ada_norm=1000),
-            "256x256: 256 tokens",
-            lambda: dict(hidden_states=_meta(1, 4, 32, 32), timestep=_meta(1),
-                         class_labels=torch.zeros(1, dtype=torch.long, device="meta"),
-                         return_dict=False)),
-        "hunyuan_video": ("HunyuanVideo", d.HunyuanVideoTransformer3DModel, dict(
-            in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128,
-            num_layers=20, num_single_layers=40, num_refiner_layers=2, patch_size=2,
-            patch_size_t=1, text_embed_dim=4096, pooled_projection_dim=768,
-            rope_axes_dim=(16, 56, 56), guidance_embeds=True),
-            "720x1280, 129 frames: 118800 video + 256 text tokens",
-            lambda: dict(hidden_states=_meta(1, 16, 33, 90, 160), timestep=_meta(1),
-                         encoder_hidden_states=_meta(1, 256, 4096),
-                         encoder_attention_mask=_meta(1, 256), pooled_projections=_meta(1, 768),
-                         guidance=_meta(1), return_dict=False)),
-        "sd3": ("SD3-medium", d.SD3Transformer2DModel, dict(
-            sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
-            attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
-            caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=192),
-            "1024x1024: 4096 image + 333 text tokens",
-            lambda: dict(hidden_states=_meta(1, 16, 128, 128),
-                         encoder_hidden_states=_meta(1, 333, 4096),
-                         pooled_projections=_meta(1, 2048), timestep=_meta(1), return_dict=False)),
-        "pixart": ("PixArt-alpha XL/2", d.PixArtTransformer2DModel, dict(
-            num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
-            num_layers=28, cross_attention_dim=1152, sample_size=128, patch_size=2,
-            caption_channels=4096, norm_type="ada_norm_single", use_additional_conditions=True),
-            "1024x1024: 4096 image + 120 text tokens",
-            lambda: dict(hidden_states=_meta(1, 4, 128, 128), encoder_hidden_states=_meta(1, 120, 4096),
-                         timestep=_meta(1),
-                         added_cond_kwargs={"resolution": _meta(1, 2), "aspect_ratio": _meta(1, 1)},
-                         return_dict=False)),
-        "wan": ("Wan2.1-T2V-1.3B", d.WanTransformer3DModel, dict(
-            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-            rope_max_seq_len=1024),
-            "480x832, 81 frames: 32760 video + 512 text tokens",
-            lambda: dict(hidden_states=_meta(1, 16, 21, 60, 104), timestep=_meta(1),
-                         encoder_hidden_states=_meta(1, 512, 4096), return_dict=False)),
-    }
+# the benchmark's short names -> the package's published presets (configs, sizes, input builders
+# in ts_compile/integrations/diffusers_inputs.py, shared with `python -m ts_compile explain`)
+PRESET_OF = {"flux": "flux-dev", "dit": "dit-xl-2", "hunyuan_video": "hunyuan-video",
+             "sd3": "sd3-medium", "pixart": "pixart-alpha", "wan": "wan2.1-1.3b"}
 
 
 def _numel(shape) -> int:
@@ -172,11 +111,11 @@ def tiny_table(names, order):
 def real_table(names, order):
     rows = []
     for name in names:
-        title, cls, config, setting, inputs = _real_models()[name]
+        preset = PRESETS[PRESET_OF[name]]
+        title, setting = preset.title, preset.setting
         start = time.perf_counter()
-        with torch.device("meta"):
-            model = cls(**config).eval()
-        kwargs = inputs()
+        model = build_model(preset.cls_name, preset.config, device="meta")
+        kwargs = example_inputs(preset.cls_name, model.config, preset.size, device="meta")
         try:
             block = _explain(model, kwargs, "block", order)
             paper = _explain(model, kwargs, "paper", order)

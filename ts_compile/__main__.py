@@ -1,4 +1,11 @@
-"""Command line: `python -m ts_compile demo [...]` (also installed as `ts-compile`)."""
+"""Command line: `python -m ts_compile demo|explain|bench ...` (also installed as `ts-compile`).
+
+    demo                      full compute vs taylorseer vs FORA on a small FLUX (no download)
+    explain MODEL_CLASS       regions, cuts and Taylor state of a diffusers transformer
+    bench speed|quality ...   rerun a benchmark of the repository (its own arguments follow)
+
+User mistakes print `error: ...` and `hint: ...` and exit with code 2, without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .cli_errors import CliError, report
 from .options import COMPILERS, MAX_ORDER, OptionError
 
 HELP_HINT = "hint: run `python -m ts_compile demo --help` for the allowed values."
@@ -32,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample a small random-weight FLUX transformer with a rectified-flow Euler "
                     "loop four ways (eager, plain torch.compile, TaylorSeer, FORA); print times, "
                     "speedups and errors, and write a PNG comparing the final latents.")
-    demo.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (50)")
+    demo.add_argument("--steps", type=_positive_int, default=None,
+                      help="denoising steps (50; the checkpoint's own count for its digits)")
     demo.add_argument("--compiler", choices=COMPILERS, default="inductor",
                       help="compiler for the plain compile and under TaylorSeer (inductor)")
     demo.add_argument("--size", choices=("demo", "test"), default="demo",
@@ -47,10 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
                       help="steps computed at the start of each generation (3)")
     demo.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar on stderr")
+    demo.add_argument("--checkpoint", metavar="PATH", default=None,
+                      help="a trained FLUX digits checkpoint to sample digit grids from "
+                           "(default: $TS_COMPILE_CHECKPOINT, else "
+                           "benchmarks/checkpoints/flux_digits when it exists)")
+    demo.add_argument("--no-checkpoint", action="store_true",
+                      help="skip the digits even if a trained checkpoint exists")
+
+    from .cli_explain import add_parser as add_explain
+
+    add_explain(commands)
+    from .cli_bench import BENCHMARKS
+
+    bench = commands.add_parser(
+        "bench", help="rerun a benchmark of the repository: " + ", ".join(BENCHMARKS),
+        description="Run benchmarks/<NAME>.py of the repository checkout with the remaining "
+                    "arguments (`bench speed --help` shows its own options). "
+                    + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()) + ".")
+    bench.add_argument("name", choices=tuple(BENCHMARKS), metavar="NAME",
+                       help=" or ".join(BENCHMARKS))
+    bench.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                       help="arguments for the benchmark script")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "bench" and not argv[1].startswith("-"):
+        return _bench(argv[1], argv[2:])  # everything after the name is the script's
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -60,12 +93,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
 
-    from .demo import run_demo
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "bench":
+        return _bench(args.name, args.args)
+    return _demo(args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .cli_explain import run_explain
 
     try:
+        return run_explain(args)
+    except CliError as err:
+        if args.debug and err.__cause__ is not None:
+            raise err.__cause__
+        return report(str(err), err.hint)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _bench(name: str, argv: Sequence[str]) -> int:
+    from .cli_bench import run_bench
+
+    try:
+        return run_bench(name, argv)
+    except CliError as err:
+        return report(str(err), err.hint)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import CheckpointError, resolve_checkpoint, run_demo
+
+    try:
+        checkpoint = resolve_checkpoint(args.checkpoint, disabled=args.no_checkpoint)
         run_demo(steps=args.steps, compiler=args.compiler, size=args.size, out_png=args.out,
                  interval=args.interval, order=args.order, warmup=args.warmup,
-                 progress=args.progress)
+                 progress=args.progress, checkpoint=checkpoint)
+    except CheckpointError as err:
+        return report(str(err), err.hint)
     except OptionError as err:
         message = str(err).removeprefix("ts_compile: ")
         print(f"error: {message}\n{HELP_HINT}", file=sys.stderr)

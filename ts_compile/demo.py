@@ -12,6 +12,13 @@ generation's wall time minus the median timed one's); then all four are timed ov
 generations, round-robin so that a change in machine load hits them alike, median of 3 each.
 Errors are of the final latents against the eager ones. A PNG shows the final latents side by side.
 
+With a trained digits checkpoint (`benchmarks/checkpoints/flux_digits/`, written by the quality
+benchmark's training; `--checkpoint PATH` or $TS_COMPILE_CHECKPOINT names another), the demo also
+samples a grid of digits (2 per class, same noise) with full compute, taylorseer and FORA and the
+PNG shows the three grids side by side (`ts_compile/demo_digits.py`); the latents picture then goes
+to `<out>_latents.png`. The timings stay on the random model: the 8x8 digits model is too small
+for a timing to mean anything (a step is mostly Python and framework overhead).
+
 CPU timings of small models are sensitive to other load: OpenMP threads spin-wait, so a busy
 machine can slow a multi-threaded run tenfold. `OMP_NUM_THREADS=1` gives steadier numbers there.
 """
@@ -31,11 +38,17 @@ from typing import Any, TextIO
 import torch
 
 from .api import reset, stats
+from .demo_digits import (CheckpointError, digits_grid_image, initial_noise, load_checkpoint,
+                          resolve_checkpoint, sample_digits)
 from .options import TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup
 from .toy_models import SIZES, sigma_schedule, tiny_flux
 
+__all__ = ["CheckpointError", "resolve_checkpoint", "run_demo", "write_png"]
+
 REPEATS = 3
+DEFAULT_STEPS = 50
+DIGITS_PER_CLASS = 2
 PANEL_PIXELS = 192  # each panel is upscaled (nearest neighbour) to about this many pixels a side
 GAP = 4
 
@@ -162,10 +175,10 @@ class _Method:
             reset(self.fn)
 
 
-def run_demo(steps: int = 50, compiler: str = "inductor", size: str = "demo",
+def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "demo",
              out_png: str = "ts_compile_demo.png", interval: int = 5, order: int = 2,
-             warmup: int = 3, progress: bool = True, stream: TextIO | None = None
-             ) -> list[dict[str, Any]]:
+             warmup: int = 3, progress: bool = True, stream: TextIO | None = None,
+             checkpoint: str | None = None) -> list[dict[str, Any]]:
     """Run the comparison, print the table and the PNG's path to `stream`; return the rows.
 
     One row per method (eager, plain compile, taylorseer, FORA), a dict with: method,
@@ -173,11 +186,18 @@ def run_demo(steps: int = 50, compiler: str = "inductor", size: str = "demo",
     eager), time_s (median), times_s (every timed generation), first_s (the warm-up generation),
     speedup (vs the plain compile), rel_l2 and max_abs (final latents vs eager's), final_latents.
 
-    Raises `ts_compile.OptionError` for invalid TaylorSeer settings and `FileNotFoundError` for
-    a missing output folder, before any work starts.
+    `steps` defaults to 50 (and to the checkpoint's own count for its digits). With
+    `checkpoint` (a folder, see `ts_compile.demo_digits`) the digits are sampled too: three more
+    rows (method "digits: ...", with rel_l2 / max_abs of the pixels against full compute, and
+    `images`) follow, and the PNG shows the digit grids.
+
+    Raises `ts_compile.OptionError` for invalid TaylorSeer settings, `FileNotFoundError` for
+    a missing output folder and `CheckpointError` for a broken checkpoint, before any work starts.
     """
     out = stream if stream is not None else sys.stdout
     began = time.perf_counter()
+    digits_steps = steps
+    steps = DEFAULT_STEPS if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if size not in SIZES:
@@ -190,6 +210,7 @@ def run_demo(steps: int = 50, compiler: str = "inductor", size: str = "demo",
     folder = os.path.dirname(os.path.abspath(out_png))
     if not os.path.isdir(folder):  # fail now, not after minutes of compiling
         raise FileNotFoundError(errno.ENOENT, "no such directory", out_png)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
 
     model, make_step_inputs = tiny_flux(seed=0, size=size)
     grid, text = SIZES[size]["grid"], SIZES[size]["text_tokens"]
@@ -279,13 +300,90 @@ def run_demo(steps: int = 50, compiler: str = "inductor", size: str = "demo",
         print(f"note: timings are unreliable: the measured speedup exceeds the FLOPs bound "
               f"x{ideal:.2f} or repeats spread x{spread:.2f}; another process was using the CPU. "
               "Rerun on a quiet machine (OMP_NUM_THREADS=1 steadies CPU timings).", file=out)
+    latents_png = out_png
+    if ckpt is not None:
+        root, ext = os.path.splitext(out_png)
+        latents_png = f"{root}_latents{ext or '.png'}"
+        rows += _run_digits(ckpt, digits_steps or ckpt.num_steps, ts_options, fora_options,
+                            bar, out, out_png)
     image, scale = comparison_image(reference, methods[2].latents, methods[3].latents, grid)
-    write_png(out_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
-    print(f"wrote {out_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
+    write_png(latents_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    print(f"wrote {latents_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
           f"full compute | taylorseer | FORA | |taylorseer - full| | |FORA - full| "
           f"(diff maps: mean |diff| over channels, white = {scale:.3g})", file=out)
     print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
     out.flush()
+    return rows
+
+
+def _run_digits(ckpt, steps: int, ts_options: TaylorSeerOptions, fora_options: TaylorSeerOptions,
+                bar: Progress, out: TextIO, out_png: str) -> list[dict[str, Any]]:
+    """Sample the checkpoint's digits three ways, print their table, write the grids' PNG.
+
+    The compiled variants use the eager inner compiler: the same passes, schedule and forecast
+    graphs as under Inductor (outputs equal to float rounding), without two more Inductor
+    compiles for a model whose timing would mean nothing anyway.
+    """
+    began = time.perf_counter()
+    per_class = DIGITS_PER_CLASS
+    ts_options = dataclasses.replace(ts_options, num_steps=steps, compiler="eager")
+    fora_options = dataclasses.replace(fora_options, num_steps=steps, compiler="eager")
+    batch = 10 * per_class * (2 if ckpt.sampler["cfg"] == "batched" else 1)
+    print(f"\n{ckpt.describe()}: {per_class} digits per class, {steps} steps, batch {batch} "
+          f"per call, same noise for every method, inner compiler eager. Not timed: at 16 tokens "
+          f"a step is mostly framework overhead; the timings above are the meaningful ones.",
+          file=out)
+    out.flush()
+    noise = initial_noise(ckpt, per_class)
+    runs = [("full compute", ckpt.model, None),
+            *((label, torch.compile(ckpt.model, backend="taylorseer", options=_as_dict(o),
+                                   dynamic=False), o)
+              for label, o in [(f"taylorseer (N={ts_options.interval}, O={ts_options.order})",
+                                ts_options), (f"FORA (N={fora_options.interval})", fora_options)])]
+    rows: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for label, fn, options in runs:
+            if options is not None:
+                reset(fn)
+            name = f"digits: {label}"
+            bar.show(name, 0.0, f"step 0/{steps}")
+            images = sample_digits(fn, ckpt, noise, steps,
+                                   lambda k, name=name: bar.show(name, k / steps,
+                                                                 f"step {k}/{steps}"))
+            bar.finish()
+            computed, forecast = steps, 0
+            if options is not None:
+                st = stats(fn)
+                graphs = max(st["graphs"], 1)
+                computed, forecast = st["computed_steps"] // graphs, st["forecast_steps"] // graphs
+                if st["fallbacks"]:
+                    computed, forecast = steps, 0
+                    print(f"note: {name} fell back to a plain compile: "
+                          f"{'; '.join(st['fallbacks'])}", file=out)
+            rows.append(dict(method=name, computed_steps=computed, forecast_steps=forecast,
+                             images=images))
+    reference = rows[0]["images"]
+    for row in rows:
+        diff = row["images"] - reference
+        row["rel_l2"] = float(diff.norm() / reference.norm().clamp_min(1e-12))
+        row["max_abs"] = float(diff.abs().max())
+        row["mean_abs"] = float(diff.abs().mean())
+
+    from tabulate import tabulate
+
+    print(tabulate([[r["method"], f"{r['computed_steps']} / {r['forecast_steps']}",
+                     f"{r['rel_l2']:.2e}", f"{r['max_abs']:.3f}", f"{r['mean_abs']:.4f}"]
+                    for r in rows],
+                   headers=["digits (pixels in [0, 1])", "computed / forecast", "rel L2 err",
+                            "max abs err", "mean abs err"],
+                   disable_numparse=True, colalign=("left", "right", "right", "right", "right")),
+          file=out)
+    labels = ["FULL COMPUTE", f"TAYLORSEER N={ts_options.interval} O={ts_options.order}",
+              f"FORA N={fora_options.interval}"]
+    image = digits_grid_image(list(zip(labels, (r["images"] for r in rows))), per_class)
+    write_png(out_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    print(f"wrote {out_png}: digit grids full compute | taylorseer | FORA (row = class 0..9, "
+          f"{per_class} samples each, same noise; {time.perf_counter() - began:.1f} s)", file=out)
     return rows
 
 
