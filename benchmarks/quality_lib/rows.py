@@ -1,0 +1,151 @@
+"""The table's rows and how each one generates samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+WARMUP = 3  # the project default; the warm-up ablation rows vary it
+STEPS = 50
+
+
+@dataclasses.dataclass
+class Row:
+    id: str
+    method: str  # full | fora | taylorseer | steps | diffusers | time | warmup
+    cut: str | None = None
+    interval: int | None = None
+    order: int | None = None
+    warmup: int | None = None
+    steps: int = STEPS
+    time: str | None = None  # "step" (default) | "timestep" | "sigma"
+    diffusers: dict | None = None  # TaylorSeerCacheConfig kwargs (None = not a diffusers row)
+    note: str = ""
+
+    def ts_options(self, task, compiler: str) -> dict[str, Any]:
+        opts: dict[str, Any] = {"interval": self.interval, "order": self.order,
+                                "warmup": self.warmup, "cut": self.cut, "compiler": compiler,
+                                "num_steps": self.steps}
+        if self.time not in (None, "step"):
+            opts["time"] = self.time
+            if self.time == "sigma":
+                opts["alphas_cumprod"] = task.alphas_cumprod.tolist()
+        return opts
+
+
+def ts_row(order: int, n: int, cut: str, warmup: int = WARMUP, time: str | None = None,
+           method: str | None = None) -> Row:
+    name = "fora" if order == 0 else "ts"
+    rid = f"{name}-N{n}-o{order}-{cut}"
+    if warmup != WARMUP:
+        rid += f"-w{warmup}"
+    if time:
+        rid += f"-t{time}"
+    return Row(rid, method or ("fora" if order == 0 else "taylorseer"), cut, n, order, warmup,
+               time=time)
+
+
+def standard_rows(model: str, quick: bool = False, steps: int = STEPS) -> list[Row]:
+    """In run order: the most important rows first (a cut-short run still has them)."""
+    if quick:
+        rows = [Row("full", "full"), ts_row(0, 5, "block"), ts_row(2, 5, "block"),
+                Row("steps-4", "steps", steps=4),
+                Row("diffusers-default", "diffusers", diffusers={})]
+        for r in rows:
+            if r.method != "steps":
+                r.steps = steps
+        return rows
+    rows = [Row("full", "full")]
+    rows += [Row(f"steps-{k}", "steps", steps=k) for k in (25, 18, 14, 12, 10, 8)]
+    for cut in ("block", "paper"):
+        for n in (6, 5, 3, 4):  # the paper's claim is at N = 5, 6: those first
+            if n != 4:
+                rows.append(ts_row(0, n, cut))
+            for order in (1, 2, 3, 4):
+                rows.append(ts_row(order, n, cut))
+        if cut == "block":
+            rows.append(Row("diffusers-default", "diffusers", diffusers={}))
+            if model == "dit":
+                # diffusers' default patterns hook nothing on DiT (attn1, not attn): name them
+                rows.append(Row("diffusers-default-dit-modules", "diffusers", diffusers={
+                    "cache_identifiers": [r"transformer_blocks\.\d+\.(attn1|ff)"]},
+                    note="defaults, but hooking DiT's attn1 and ff"))
+    times = ("timestep", "sigma") if model == "dit" else ("timestep",)
+    for time in times:
+        for n in (5, 6):
+            for order in (1, 2, 3):
+                rows.append(ts_row(order, n, "block", time=time, method="time"))
+    for w in (1, 2, 5):
+        rows.append(ts_row(2, 5, "block", warmup=w, method="warmup"))
+    return rows
+
+
+# --- running one row ---------------------------------------------------------------------------
+
+def diffusers_schedule(steps: int, interval: int = 5, before: int = 3, after=None) -> list[int]:
+    return [s for s in range(steps) if s < before or (s - before - 1) % interval == 0
+            or (after is not None and s >= after)]
+
+
+class Runner:
+    """Makes the step function of a row; checks the schedule after each generation."""
+
+    def __init__(self, task, compiler: str = "eager") -> None:
+        self.task = task
+        self.compiler = compiler
+
+    def prepare(self, row: Row):
+        """Returns (fn, regions_or_hooked_modules, expected computed steps, cleanup)."""
+        import ts_compile
+
+        model = self.task.model
+        if row.method in ("full", "steps"):
+            return model, [], list(range(row.steps)), lambda: None
+        if row.diffusers is not None:
+            from diffusers.hooks import HookRegistry
+            from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+            # copy.deepcopy(model) fails once the model has been compiled with taylorseer (the
+            # backend leaves a WeakSet of controllers holding fake tensors on it): rebuild it.
+            from .models import no_label_dropout
+
+            hooked = type(model).from_config(model.config).eval()
+            hooked.load_state_dict(model.state_dict())
+            no_label_dropout(hooked)
+            config = TaylorSeerCacheConfig(**row.diffusers)
+            if hasattr(hooked, "enable_cache"):
+                hooked.enable_cache(config)
+            else:  # DiT is not a CacheMixin: what enable_cache would do
+                apply_taylorseer_cache(hooked, config)
+            names = [n for n, m in hooked.named_modules()
+                     if getattr(m, "_diffusers_hook", None) is not None
+                     and "taylorseer_cache" in m._diffusers_hook.hooks]
+            registry = HookRegistry.check_if_exists_or_initialize(hooked)
+
+            def fn(**kwargs):
+                from diffusers.models.cache_utils import CacheMixin
+
+                with CacheMixin.cache_context(hooked, "cond"):
+                    return hooked(**kwargs)
+
+            fn.reset = lambda: registry.reset_stateful_hooks(recurse=True)
+            sched = diffusers_schedule(row.steps, config.cache_interval,
+                                       config.disable_cache_before_step,
+                                       config.disable_cache_after_step)
+            if not names:
+                sched = list(range(row.steps))
+            return fn, names, sched, lambda: None
+        torch._dynamo.reset()
+        options = row.ts_options(self.task, self.compiler)
+        compiled = torch.compile(model, backend="taylorseer", options=options, dynamic=False)
+        compiled.reset = lambda: ts_compile.reset(compiled)
+        opts = ts_compile.TaylorSeerOptions(interval=row.interval, order=row.order,
+                                            warmup=row.warmup, num_steps=row.steps)
+        return compiled, None, ts_compile.computed_steps(opts, row.steps), torch._dynamo.reset
+
+
+def expected_speedup(computed: int, steps: int = STEPS) -> float:
+    return steps / computed if computed else math.inf

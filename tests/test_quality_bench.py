@@ -1,0 +1,116 @@
+"""benchmarks/quality.py: metric functions against known values, the committed checkpoints' format,
+and the quick form of the benchmark end to end (tiny random DiT, eager inner compiler)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+pytest.importorskip("sklearn")
+pytest.importorskip("PIL")
+
+from quality_lib import metrics as M  # noqa: E402
+from quality_lib import models  # noqa: E402
+
+
+def test_metrics_known_values():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
+    assert M.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert M.psnr(x, x) == math.inf
+    assert M.rel_l2(x, x) == 0.0
+    y = (x + 0.1).clamp(-1, 1)
+    assert M.ssim(y, x) < 1.0
+    # a uniform error e in [-1, 1] images: PSNR = 10 log10(4 / e^2)
+    z = torch.zeros(2, 1, 8, 8)
+    assert M.psnr(z + 0.1, z) == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-6)
+    # Fréchet distance: identical sets ~0; N(0, I) vs N(m, 4 I) in d dims = |m|^2 + d
+    feats = torch.randn(500, 8, generator=g)
+    assert abs(M.frechet_of_sets(feats, feats)) < 1e-8
+    d, m = 8, torch.full((8,), 0.5)
+    fd = M.frechet_distance(torch.zeros(d), torch.eye(d), m, 4 * torch.eye(d))
+    assert fd == pytest.approx(float((m ** 2).sum()) + d, rel=1e-9)
+    # non-diagonal covariances: FD(C, C) = 0 for the same mean
+    a = torch.randn(d, d, generator=g)
+    c = a @ a.T + 0.1 * torch.eye(d)
+    assert abs(M.frechet_distance(torch.zeros(d), c, torch.zeros(d), c)) < 1e-8
+
+
+def test_flux_packing_matches_fluxpipeline():
+    x = torch.randn(3, 1, 8, 8)
+    tokens = models.pack_latents(x)
+    assert tokens.shape == (3, 16, 4)
+    assert torch.equal(models.unpack_latents(tokens), x)
+    try:
+        from diffusers import FluxPipeline
+    except Exception:  # transformers missing: FluxPipeline refuses to import
+        pytest.skip("FluxPipeline not importable")
+    assert torch.equal(tokens, FluxPipeline._pack_latents(x, 3, 1, 8, 8))
+    ids = FluxPipeline._prepare_latent_image_ids(3, 4, 4, torch.device("cpu"), torch.float32)
+    assert torch.equal(models.latent_image_ids(4, 4), ids)
+
+
+def test_committed_flux_checkpoint_format():
+    folder = os.path.join(models.CHECKPOINTS, "flux_digits")
+    if not os.path.isdir(folder):
+        pytest.skip("no trained FLUX-like checkpoint")
+    from safetensors.torch import load_file
+
+    for name in ("config.json", "diffusion_pytorch_model.safetensors",
+                 "conditioning.safetensors", "sampler.json"):
+        assert os.path.exists(os.path.join(folder, name)), name
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(folder, "sampler.json")) as f:
+        sampler = json.load(f)
+    cond = load_file(os.path.join(folder, "conditioning.safetensors"))
+    ehs, pooled = cond["encoder_hidden_states"], cond["pooled_projections"]
+    assert ehs.dtype == pooled.dtype == torch.float32
+    assert ehs.shape[0] == 11 and ehs.shape[2] == config["joint_attention_dim"]
+    assert pooled.shape == (11, config["pooled_projection_dim"])
+    assert {"image_size": 8, "patch": 2, "in_channels": 4, "num_steps": 50,
+            "pixel_range": [-1, 1]}.items() <= sampler.items()
+    assert sampler["cfg"] in ("batched", "none") and isinstance(sampler["shift"], float)
+    assert "notes" in sampler and isinstance(sampler["guidance_scale"], float)
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    assert size < 10.5 * 2 ** 20
+
+
+def test_quick_benchmark_end_to_end(tmp_path):
+    import quality
+
+    rc = quality.main(["--quick", "--models", "dit", "--out", str(tmp_path)])
+    assert rc == 0
+    with open(tmp_path / "quality_results" / "quality_dit.json") as f:
+        res = json.load(f)
+    rows = res["rows"]
+    assert {"full", "fora-N5-o0-block", "ts-N5-o2-block", "steps-4", "diffusers-default"} \
+        <= set(rows)
+    full = rows["full"]["per_seed"][0]
+    assert full["psnr"] == math.inf and full["rel_l2"] == 0.0 and full["ssim"] == 1.0
+    assert rows["full"]["flops_speedup"] == pytest.approx(1.0)
+    for rid in ("fora-N5-o0-block", "ts-N5-o2-block"):
+        row = rows[rid]
+        assert row["schedule_ok"], rid  # ts_compile.stats counted the expected schedule
+        # 12 steps, warm-up 3, N = 5: steps 0, 1, 2, 7 computed
+        assert row["schedule"] == [0, 1, 2, 7]
+        assert 1.5 < row["flops_speedup"] <= 12 / 4 + 1e-9
+        assert row["per_seed"][0]["rel_l2"] > 0
+        assert 0 <= row["per_seed"][0]["acc"] <= 1
+    assert rows["steps-4"]["flops_speedup"] == pytest.approx(3.0)
+    # diffusers' default patterns hook nothing on DiT: the row equals full compute
+    assert rows["diffusers-default"]["per_seed"][0]["rel_l2"] == 0.0
+    doc = (tmp_path / "quality.md").read_text()
+    assert "ts-N5-o2-block" in doc and "FLOPs speedup" in doc
+    assert (tmp_path / "img" / "quality_dit_fd_vs_speedup.png").exists()
+    assert (tmp_path / "img" / "quality_dit_samples.png").exists()
