@@ -87,6 +87,10 @@ class EagerTaylorSeer:
         order: Taylor order, 0..4.
         computed: predicate ``step_index -> bool``; True means the listed
             modules are run for real at that step.
+        time_of: optional ``(args, kwargs) -> float``: the variable the
+            polynomial is in (e.g. the timestep argument as a Python float).
+            Default: the step index ``s``. Differences and powers then use
+            these values (in float64 on the host) instead of step indices.
 
     Attributes (for inspection by tests):
         tables: ``{path: [per-output list of float32 tensors]}``; i.e.
@@ -105,6 +109,7 @@ class EagerTaylorSeer:
         module_paths: List[str],
         order: int,
         computed: Callable[[int], bool],
+        time_of: Optional[Callable[[tuple, dict], float]] = None,
     ):
         if not (0 <= int(order) <= 4):
             raise ValueError(f"order must be in 0..4, got {order}")
@@ -112,6 +117,7 @@ class EagerTaylorSeer:
         self.module_paths = list(module_paths)
         self.order = int(order)
         self.computed = computed
+        self.time_of = time_of
         self.modules: Dict[str, nn.Module] = {
             p: model.get_submodule(p) for p in self.module_paths
         }
@@ -124,6 +130,7 @@ class EagerTaylorSeer:
         self.out_dtypes: Dict[str, List[torch.dtype]] = {}
         self.computed_steps: List[int] = []
         self.last_computed: Optional[int] = None
+        self.last_computed_time: Optional[float] = None
         self.step: int = 0
 
     # ------------------------------------------------------------------ #
@@ -147,9 +154,9 @@ class EagerTaylorSeer:
             "or a tuple/list of tensors"
         )
 
-    def _update_table(self, path: str, outputs: List[torch.Tensor], s: int) -> None:
+    def _update_table(self, path: str, outputs: List[torch.Tensor], s: float) -> None:
         old_tables = self.tables.get(path)
-        s_prev = self.last_computed
+        s_prev = self.last_computed_time
         new_tables = []
         for k, F in enumerate(outputs):
             old = old_tables[k] if old_tables is not None else []
@@ -162,10 +169,10 @@ class EagerTaylorSeer:
             new_tables.append(new)
         self.tables[path] = new_tables
 
-    def forecast(self, path: str, s: int):
-        """Forecast of module ``path``'s output at step ``s`` (same structure
+    def forecast(self, path: str, s: float):
+        """Forecast of module ``path``'s output at time ``s`` (same structure
         and dtypes as the captured output)."""
-        s_j = self.last_computed
+        s_j = self.last_computed_time
         results = []
         for k, table in enumerate(self.tables[path]):
             acc = torch.zeros_like(table[0])
@@ -185,16 +192,17 @@ class EagerTaylorSeer:
     # ------------------------------------------------------------------ #
     def __call__(self, *args, **kwargs):
         s = self.step
+        tau = float(s) if self.time_of is None else float(self.time_of(args, kwargs))
         do_compute = self.last_computed is None or bool(self.computed(s))
         with torch.no_grad():
             if do_compute:
-                out = self._computed_step(s, args, kwargs)
+                out = self._computed_step(s, tau, args, kwargs)
             else:
-                out = self._forecast_step(s, args, kwargs)
+                out = self._forecast_step(tau, args, kwargs)
         self.step += 1
         return out
 
-    def _computed_step(self, s, args, kwargs):
+    def _computed_step(self, s, tau, args, kwargs):
         captured: Dict[str, object] = {}
         handles = []
 
@@ -220,16 +228,17 @@ class EagerTaylorSeer:
             if path not in captured:
                 raise RuntimeError(f"module {path!r} was not called during step {s}")
             kind, outputs = self._split_output(path, captured[path])
-            self._update_table(path, outputs, s)
+            self._update_table(path, outputs, tau)
             self.out_kinds[path] = kind
             self.out_dtypes[path] = [o.dtype for o in outputs]
 
         self.last_computed = s
+        self.last_computed_time = tau
         self.computed_steps.append(s)
         return out
 
-    def _forecast_step(self, s, args, kwargs):
-        forecasts = {path: self.forecast(path, s) for path in self.module_paths}
+    def _forecast_step(self, tau, args, kwargs):
+        forecasts = {path: self.forecast(path, tau) for path in self.module_paths}
         saved = {}
         try:
             for path, module in self.modules.items():

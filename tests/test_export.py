@@ -26,7 +26,10 @@ from .diffusers_models import flux_image_ids, tiny_dit
 from .pipelines import flux_pipeline
 
 OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
-DIT_OPTIONS = {**OPTIONS, "num_steps": 6}  # the artefact resets itself after step 5
+# The artefact resets itself after step 5, and forecasts in DDPM sigma (time="sigma"): the time
+# input's position is recorded in the manifest and read on the device by the loaded runner.
+DIT_OPTIONS = {**OPTIONS, "num_steps": 6, "time": "sigma",
+               "alphas_cumprod": torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0).tolist()}
 TOL = dict(rtol=1e-4, atol=1e-5)
 HEIGHT = WIDTH = 32  # FluxPipeline -> 64 image tokens of 16 channels, as exported
 
@@ -129,6 +132,7 @@ def test_dit_matches_dynamo_path_and_resets_after_num_steps(dit):
     same_stats(runner, compiled)
     assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
         TaylorSeerOptions(**DIT_OPTIONS), 6))
+    assert runner.manifest["inputs"]["time_tensor_index"] == 1  # hidden_states, timestep, ...
 
 
 @pytest.mark.export

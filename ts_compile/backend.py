@@ -13,6 +13,7 @@ backend warns once and returns a correct plain compile of the same graph.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 import torch.fx as fx
 
 from .integrations import attach_to_diffusers_model
-from .options import TaylorSeerOptions
+from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, build_graphs
 from .runtime import Controller, GraphRuntime
 from .state import TableShapes, TaylorState
@@ -95,6 +96,28 @@ def _device_of(example_inputs: Sequence[Any]) -> torch.device:
     return torch.device("cpu")
 
 
+def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
+    """Position, among the graph's inputs, of the argument that carries the sampler time."""
+    if options.time == "step":
+        return None
+    name = options.time_input
+    # Dynamo's sources read L['timestep'], or L['kwargs']['timestep'] under diffusers' wrappers.
+    pattern = re.compile(r"\[['\"]" + re.escape(name) + r"['\"]\]$")
+    placeholders = list(graphs.guarded.graph.find_nodes(op="placeholder"))
+    names = []
+    for index, node in enumerate(placeholders[:graphs.guards.num_user_inputs]):
+        source = getattr(node, "_dynamo_source", None)
+        label = source.name if source is not None else node.name
+        names.append(label)
+        if pattern.search(label) and isinstance(example_inputs[index], torch.Tensor):
+            return index
+    raise OptionError(
+        f"ts_compile: option time={options.time!r} reads the forward argument "
+        f"{name!r}, but no tensor input of that name reaches the graph (inputs: "
+        f"{', '.join(n for n in names if 'parameters' not in n) or 'none'}); pass the time "
+        "as a tensor, set time_input to the argument's name, or use time='step'.")
+
+
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
                   options: TaylorSeerOptions) -> Callable:
     """Lower one graph with the chosen compiler; the result is called as `fn(*args)`."""
@@ -130,6 +153,7 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
+    time_index = time_input_index(graphs, example_inputs, settings)  # fails before compiling
     device = _device_of(example_inputs)
     shapes = TableShapes.of(graphs)
     example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
@@ -139,4 +163,5 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
     attach_to_diffusers_model(_module_being_compiled(), controller)
-    return GraphRuntime.for_graphs(controller, graphs, compute_fn, forecast_fn, device)
+    return GraphRuntime.for_graphs(controller, graphs, compute_fn, forecast_fn, device,
+                                   time_index=time_index)

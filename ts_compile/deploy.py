@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -176,6 +177,26 @@ def _describe_leaves(flat: Sequence[Any]) -> list[dict[str, Any]]:
     return leaves
 
 
+def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
+                       flat: Sequence[Any], settings: TaylorSeerOptions) -> int | None:
+    """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
+    if settings.time == "step":
+        return None
+    name = settings.time_input
+    try:
+        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        bound = dict(kwargs)
+    value = bound.get(name, kwargs.get(name))
+    if not isinstance(value, torch.Tensor):
+        raise ArtefactError(
+            f"ts_compile.export: option time={settings.time!r} reads the argument {name!r}, but "
+            f"the call passes {'no such argument' if value is None else _describe(value)}; pass "
+            "the time as a tensor, set time_input to the argument's name, or use time='step'.")
+    tensors = [v for v in flat if isinstance(v, torch.Tensor)]  # the programs' input order
+    return next(i for i, v in enumerate(tensors) if v is value)
+
+
 def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
     """A diffusers model's config (JSON-serialisable entries), so the runner can stand in for it."""
     config = getattr(model, "config", None)
@@ -251,6 +272,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
         raise ArtefactError(f"ts_compile.export: unexpected input structure {spec} (exported "
                             f"program: {in_spec})")
     leaves = _describe_leaves(flat)
+    time_index = _time_tensor_index(model, tuple(args), kwargs, flat, settings)
     try:
         graphs = build_graphs(gm, settings)
     except NotApplicable as err:
@@ -312,7 +334,8 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
                             "output_dtype": _dtype_name(t.dtype)} for t in guards.tables],
             },
             "inputs": {"in_spec": specs["in_spec"],
-                       "num_user_inputs": guards.num_user_inputs, "leaves": leaves},
+                       "num_user_inputs": guards.num_user_inputs, "leaves": leaves,
+                       "time_tensor_index": time_index},
             "outputs": {"out_spec": specs["out_spec"]},
             "program_inputs": "user tensors (leaves of kind 'tensor', in order), then "
                               "state.tables (shape [order+1, *shape], state dtype), then the "
@@ -506,7 +529,8 @@ class ExportedTaylorSeer(torch.nn.Module):
             self._controller, self._program(compute), self._program(forecast), self._device,
             tables=specs, shapes=TableShapes([spec.shape for spec in specs]),  # static shapes
             region_names=list(manifest["regions"]),
-            skipped=[tuple(s) for s in manifest["skipped_regions"]])
+            skipped=[tuple(s) for s in manifest["skipped_regions"]],
+            time_index=manifest["inputs"].get("time_tensor_index"))
 
     @staticmethod
     def _program(package):

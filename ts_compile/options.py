@@ -21,6 +21,7 @@ CUTS = ("block", "paper")  # named cuts; anything else must be a list of regular
 COMPILERS = ("inductor", "eager")
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TIMES = ("step", "timestep", "sigma")
 
 
 class OptionError(ValueError):
@@ -57,6 +58,14 @@ class TaylorSeerOptions:
     state_dtype: dtype of the Taylor state ("float32" unless memory demands otherwise).
     mode:       Inductor mode ("reduce-overhead" captures both graphs as CUDA graphs on GPU).
     inductor_config: extra Inductor config patches.
+    time:       the variable the polynomial is in: "step" (the step index, as the paper),
+                "timestep" (the model's time input as it receives it; for flow-matching models
+                such as FLUX this already is sigma) or "sigma" (DDPM-family models: the noise
+                level sqrt((1 - abar) / abar) of the timestep input; needs alphas_cumprod). Read
+                on the device: no host sync.
+    time_input: name of the forward argument holding the time ("timestep").
+    alphas_cumprod: the scheduler's cumulative alphas, one per training timestep, for
+                time="sigma" (e.g. ``pipe.scheduler.alphas_cumprod.tolist()``).
     """
 
     order: int = 2
@@ -70,6 +79,9 @@ class TaylorSeerOptions:
     state_dtype: str = "float32"
     mode: str | None = None
     inductor_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    time: Literal["step", "timestep", "sigma"] = "step"
+    time_input: str = "timestep"
+    alphas_cumprod: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_int("order", self.order, 0, MAX_ORDER)
@@ -89,6 +101,30 @@ class TaylorSeerOptions:
             _fail("state_dtype", self.state_dtype, ", ".join(map(repr, STATE_DTYPES)))
         if self.mode is not None and self.mode not in INDUCTOR_MODES:
             _fail("mode", self.mode, ", ".join(map(repr, INDUCTOR_MODES)))
+        self._check_time()
+
+    def _check_time(self) -> None:
+        if self.time not in TIMES:
+            _fail("time", self.time, ", ".join(map(repr, TIMES)))
+        if not isinstance(self.time_input, str) or not self.time_input.isidentifier():
+            _fail("time_input", self.time_input, "the name of a forward argument, e.g. 'timestep'")
+        abar = self.alphas_cumprod
+        if self.time == "sigma" and abar is None:
+            _fail("alphas_cumprod", abar, "the scheduler's cumulative alphas when time='sigma' "
+                  "(e.g. pipe.scheduler.alphas_cumprod.tolist()); for flow-matching models "
+                  "(FLUX, SD3, Wan, HunyuanVideo) the timestep input already is sigma: use "
+                  "time='timestep'")
+        if abar is None:
+            return
+        if self.time != "sigma":
+            _fail("alphas_cumprod", "[...]", "None unless time='sigma' (it is only used there)")
+        if isinstance(abar, torch.Tensor):
+            abar = abar.tolist()
+        if (not isinstance(abar, Collection) or isinstance(abar, (str, bytes)) or not abar
+                or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1
+                       for a in abar)):
+            _fail("alphas_cumprod", "[...]", "a non-empty sequence of floats in (0, 1]")
+        object.__setattr__(self, "alphas_cumprod", tuple(float(a) for a in abar))
 
     def _check_schedule(self) -> None:
         steps = self.schedule

@@ -22,7 +22,8 @@ from .options import TaylorSeerOptions
 from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
 from .state import TableShapes, TaylorState
-from .taylor import compute_step_scalars, forecast_step_scalars
+from .taylor import (apply_device_time, compute_step_scalars, forecast_step_scalars,
+                     sigmas_from_alphas_cumprod, time_value)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Controller:
         self.latest_states: dict[str, TaylorState] = {}
         self.compiled_frames: dict[int, int] = {}  # Dynamo frame id -> graphs compiled for it
         self._warned: set[str] = set()
+        self.interrupted = 0  # generations cut short by an exception inside a call
 
     def warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -84,6 +86,11 @@ class Controller:
             "recompiles": sum(n - 1 for n in self.compiled_frames.values()),
             "fallbacks": list(self.fallbacks),
             "contexts": sorted({c for r in self.runtimes for c in r.states}),
+            # Values replaced by the last computed value because the forecast was inf/NaN, and
+            # inf/NaN values the model itself produced on computed steps (read from the device).
+            "nonfinite_forecast_values": sum(st.nonfinite_counts()[0] for st in states.values()),
+            "nonfinite_computed_values": sum(st.nonfinite_counts()[1] for st in states.values()),
+            "interrupted": self.interrupted,
         }
 
 
@@ -99,7 +106,7 @@ class GraphRuntime:
     def __init__(self, controller: Controller, compute_fn: Callable, forecast_fn: Callable,
                  device: torch.device, *, tables: list[TableSpec], shapes: TableShapes,
                  region_names: list[str], skipped: list[tuple[str, str]],
-                 graphs: TaylorSeerGraphs | None = None) -> None:
+                 graphs: TaylorSeerGraphs | None = None, time_index: int | None = None) -> None:
         self.controller = controller
         self.graphs = graphs  # the rewritten graphs, for inspection (None for a loaded artefact)
         self.compute_fn = compute_fn
@@ -117,14 +124,21 @@ class GraphRuntime:
                         self.options.torch_state_dtype, device)
         self.computed_steps = 0
         self.forecast_steps = 0
+        # options.time != "step": which argument holds the sampler time, and the sigma lookup.
+        self.time_index = time_index
+        self.sigma_table = None
+        if time_index is not None and self.options.alphas_cumprod is not None:
+            abar = torch.tensor(self.options.alphas_cumprod, dtype=torch.float64)
+            self.sigma_table = sigmas_from_alphas_cumprod(abar).to(device)
         controller.runtimes.append(self)
 
     @classmethod
     def for_graphs(cls, controller: Controller, graphs: TaylorSeerGraphs, compute_fn: Callable,
-                   forecast_fn: Callable, device: torch.device) -> GraphRuntime:
+                   forecast_fn: Callable, device: torch.device,
+                   time_index: int | None = None) -> GraphRuntime:
         return cls(controller, compute_fn, forecast_fn, device, tables=graphs.guards.tables,
                    shapes=TableShapes.of(graphs), region_names=graphs.guards.region_names,
-                   skipped=graphs.skipped, graphs=graphs)
+                   skipped=graphs.skipped, graphs=graphs, time_index=time_index)
 
     def reset(self) -> None:
         for state in self.states.values():
@@ -163,6 +177,16 @@ class GraphRuntime:
         return state
 
     def __call__(self, *args: Any) -> Any:
+        try:
+            return self._step(*args)
+        except BaseException:
+            # A generation cut short (an error, Ctrl-C, out of memory): its history must not
+            # leak into the next one, whose first call could otherwise be taken for step k + 1.
+            self.controller.interrupted += 1
+            self.controller.reset()
+            raise
+
+    def _step(self, *args: Any) -> Any:
         controller = self.controller
         state = self._state_for(controller.context, args)
         step = controller.step_index
@@ -172,15 +196,22 @@ class GraphRuntime:
             state.reset()  # the pipeline's step index went back: a new generation
         num_steps = controller.num_steps or self.options.num_steps
         order = self.options.order
+        in_time = self.time_index is not None
+        now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
         if state.filled == 0 or is_computed_step(step, self.options, num_steps):
-            dt = 0 if state.last_computed is None else step - state.last_computed
+            # In sampler time the host writes unit steps; the device scales them (no sync).
+            dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)
             state.write_scalars(compute_step_scalars(order, dt, state.filled))
+            if in_time:
+                apply_device_time(state.scalars, now, state.last_time, order, computed=True)
             out = self.compute_fn(*args, *state.tables, state.scalars)
             state.record_computed(step)
             self.computed_steps += 1
         else:
-            offset = step - state.last_computed
+            offset = 1 if in_time else step - state.last_computed
             state.write_scalars(forecast_step_scalars(order, offset, state.filled))
+            if in_time:
+                apply_device_time(state.scalars, now, state.last_time, order, computed=False)
             out = self.forecast_fn(*args, *state.tables, state.scalars)
             self.forecast_steps += 1
         state.calls += 1

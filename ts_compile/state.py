@@ -13,7 +13,7 @@ import torch
 
 from .passes import TaylorSeerGraphs
 from .passes.regions import example_value
-from .taylor import scalars_length
+from .taylor import host_scalars_length, nonfinite_slots, scalars_length
 
 
 class TaylorState:
@@ -27,6 +27,9 @@ class TaylorState:
         self.tables = [torch.zeros((order + 1, *shape), dtype=dtype, device=device)
                        for shape in shapes]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
+        self._host_length = host_scalars_length(order)
+        # The sampler time of the last computed step, when forecasting in time (options.time).
+        self.last_time = torch.zeros((), dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
         self.reset()
 
@@ -42,9 +45,16 @@ class TaylorState:
         return sum(t.numel() * t.element_size() for t in self.tables)
 
     def write_scalars(self, values: list[float]) -> None:
-        """Copy this step's scalars to the device without a host sync."""
-        host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
-        self.scalars.copy_(host, non_blocking=self._pinned)
+        """Copy this step's scalars (not the counters after them) to the device, no host sync."""
+        host = torch.tensor(values[:self._host_length], dtype=torch.float32,
+                            pin_memory=self._pinned)
+        self.scalars[:self._host_length].copy_(host, non_blocking=self._pinned)
+
+    def nonfinite_counts(self) -> tuple[int, int]:
+        """(non-finite forecast values, non-finite computed features) so far: reads the device
+        counters, so it syncs; only `stats` calls it."""
+        forecast, computed = nonfinite_slots(self.order)
+        return int(self.scalars[forecast].item()), int(self.scalars[computed].item())
 
     def record_computed(self, step: int) -> None:
         self.filled = min(self.filled + 1, self.order + 1)

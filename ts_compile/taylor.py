@@ -14,12 +14,19 @@ step s: F_hat(s) = sum_i D_i (s - s_j)^i / i!. Differences are taken in float32 
 model's dtype; the table is stored in the state dtype.
 
 A table is one tensor of shape ``(order + 1, *feature.shape)``. The per-step vector
-``scalars`` (float32, length ``2 * order + 2``) holds
+``scalars`` (float32, length ``2 * order + 4``) holds
 
-    [c_0 .. c_order | dt | has_prev_0 .. has_prev_{order-1}]
+    [c_0 .. c_order | dt | has_prev_0 .. has_prev_{order-1} | nonfinite_forecast, nonfinite_computed]
 
 c_i: forecast coefficients (0 past the filled orders), dt: s_j - s_{j-1}, has_prev_i: 1 where
-the old table holds D_i. Entries a step does not use are 0.
+the old table holds D_i. Entries a step does not use are 0. The host writes the first
+``2 * order + 2`` entries each step; the last two are device-side counters the graphs add to
+(non-finite values met in forecasts, and in features entering the state) and only
+`ts_compile.stats` reads.
+
+Time variable: by default s is the step index. With ``time="timestep"|"sigma"`` it is the
+sampler's own time, which only the device knows without a sync: the host writes the scalars for a
+unit time step and `apply_device_time` scales them by powers of the true difference on the device.
 """
 
 from __future__ import annotations
@@ -30,7 +37,17 @@ import torch
 
 
 def scalars_length(order: int) -> int:
+    """Length of the device vector (host-written entries, then the two counters)."""
+    return 2 * order + 4
+
+
+def host_scalars_length(order: int) -> int:
     return 2 * order + 2
+
+
+def nonfinite_slots(order: int) -> tuple[int, int]:
+    """Indices of the counters: (non-finite forecast values, non-finite computed features)."""
+    return 2 * order + 2, 2 * order + 3
 
 
 def updated_table(table: torch.Tensor, feature: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
@@ -55,13 +72,71 @@ def forecast_from_table(table: torch.Tensor, scalars: torch.Tensor, dtype: torch
     return out.to(dtype)
 
 
+def checked_forecast(table: torch.Tensor, scalars: torch.Tensor,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forecast, finite): where F_hat is not finite (overflow in a half dtype, an inf in a
+    derivative) the last computed value D_0 stands in, so a forecast never feeds inf/NaN into
+    the next computed step; `finite` marks where F_hat itself was finite, for the counter."""
+    out = forecast_from_table(table, scalars, dtype)
+    finite = torch.isfinite(out)
+    return torch.where(finite, out, table[0].to(dtype)), finite
+
+
+def counted_nonfinite(scalars: torch.Tensor, slot: int, finite: torch.Tensor) -> torch.Tensor:
+    """`scalars` with counter `slot` increased by the number of False in `finite` (pure: the
+    caller copies it in; a device-side add, no host sync)."""
+    bad = torch.logical_not(finite).sum(dtype=torch.float32)
+    return torch.cat([scalars[:slot], (scalars[slot] + bad).reshape(1), scalars[slot + 1:]])
+
+
+def apply_device_time(scalars: torch.Tensor, now: torch.Tensor, last: torch.Tensor,
+                      order: int, computed: bool) -> None:
+    """Scale the host-written unit-time scalars by the true time difference, on the device.
+
+    The host wrote them for a time step of 1: coefficients 1/i! (forecast) or dt = 1 (computed).
+    With delta = now - last (the sampler time since the last computed step), the coefficients
+    become delta^i / i! and dt becomes delta. On a computed step `last` then moves to `now`.
+    """
+    delta = now - last
+    if computed:
+        scalars[order + 1:order + 2].copy_(delta.reshape(1))
+        last.copy_(now)
+    else:
+        exponents = torch.arange(order + 1, dtype=torch.float32, device=scalars.device)
+        scalars[:order + 1].mul_(torch.pow(delta, exponents))
+
+
+def time_value(time_input: torch.Tensor, sigma_table: torch.Tensor | None) -> torch.Tensor:
+    """The sampler time of this call (0-d float32) from the model's time input, on the device.
+
+    The first element is used (pipelines pass one value per batch row, all equal). With a
+    `sigma_table` (sigma per DDPM timestep) the input is a timestep index and sigma is looked up.
+    """
+    t = time_input.reshape(-1)[0]
+    if sigma_table is None:
+        return t.to(torch.float32)
+    index = t.round().to(torch.long).clamp(0, sigma_table.shape[0] - 1)
+    return sigma_table[index]
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """DDPM noise level per timestep: sigma_t = sqrt((1 - abar_t) / abar_t)."""
+    abar = alphas_cumprod.to(torch.float64)
+    return ((1 - abar) / abar).sqrt().to(torch.float32)
+
+
 def forecast_step_scalars(order: int, offset: int, filled: int) -> list[float]:
     """Scalars for forecasting `offset` steps past the last computed step from `filled` orders."""
     coef = [offset**i / math.factorial(i) if i < filled else 0.0 for i in range(order + 1)]
-    return coef + [0.0] * (order + 1)
+    return coef + [0.0] * (order + 1) + _COUNTERS
 
 
 def compute_step_scalars(order: int, dt: int, filled: int) -> list[float]:
     """Scalars for a computed step `dt` steps after the previous one, whose table had `filled` orders."""
     has_prev = [1.0 if i < filled else 0.0 for i in range(order)]
-    return [0.0] * (order + 1) + [float(dt)] + has_prev
+    return [0.0] * (order + 1) + [float(dt)] + has_prev + _COUNTERS
+
+
+# The counters' entries in the host helpers' lists (full-length vectors for tests and tools);
+# `TaylorState.write_scalars` copies only the entries before them, so the counts accumulate.
+_COUNTERS = [0.0, 0.0]

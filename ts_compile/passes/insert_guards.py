@@ -6,7 +6,9 @@ becomes
 
 with new graph inputs: one table per live output (shape ``(order + 1, *out.shape)``), the per-step
 `scalars` vector (see `ts_compile.taylor`) and the boolean `compute`. The compute branch runs the
-region and copies the updated tables in place; the forecast branch evaluates the polynomial. A
+region and copies the updated tables in place; the forecast branch evaluates the polynomial
+(falling back to the last computed value where it is not finite). Both add the non-finite values
+they meet to the counters at the end of `scalars`. A
 non-live output is returned as zeros by the forecast branch: under the shared guard it is only
 read by regions that are themselves forecast (see `mark_live_outputs`).
 
@@ -25,7 +27,7 @@ import torch.fx as fx
 from torch.fx.passes.tools_common import legalize_graph
 
 from ..options import TaylorSeerOptions
-from ..taylor import forecast_from_table, updated_table
+from ..taylor import checked_forecast, counted_nonfinite, nonfinite_slots, updated_table
 from .regions import REGIONS_KEY, Region, example_value
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,14 @@ def _zeros_node(graph: fx.Graph, value: torch.Tensor, operands: list[fx.Node]) -
     return graph.call_function(torch.zeros, (sizes,), {"dtype": value.dtype, "device": value.device})
 
 
+def _count_nonfinite(graph: fx.Graph, scalars: fx.Node, slot: int, finite: fx.Node) -> None:
+    """scalars[slot] += number of non-finite values (in place, on the device)."""
+    counted = graph.call_function(counted_nonfinite, (scalars, slot, finite))
+    graph.call_function(torch.ops.aten.copy_.default, (scalars, counted))
+
+
 def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: fx.Node,
-            compute: bool) -> fx.GraphModule:
+            compute: bool, order: int) -> fx.GraphModule:
     graph = fx.Graph(owning_module=gm)
     env: dict[fx.Node, fx.Node] = {}
     for value in [*region.inputs, *tables, scalars]:
@@ -91,6 +99,7 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: 
         env[value] = placeholder
     operands = [env[v] for v in region.inputs]
     live_tables = iter(env[t] for t in tables)
+    forecast_slot, computed_slot = nonfinite_slots(order)
     results = []
     if compute:
         for node in region.nodes:
@@ -100,6 +109,8 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: 
                 table = next(live_tables)
                 new = graph.call_function(updated_table, (table, env[out], env[scalars]))
                 graph.call_function(torch.ops.aten.copy_.default, (table, new))
+                finite = graph.call_function(torch.isfinite, (env[out],))
+                _count_nonfinite(graph, env[scalars], computed_slot, finite)
             clone = graph.call_function(torch.clone, (env[out],),
                                         {"memory_format": torch.contiguous_format})
             clone.meta[COND_ONLY] = True
@@ -108,8 +119,11 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: 
         for out, is_live in zip(region.outputs, region.live):
             value = example_value(out)
             if is_live:
-                results.append(graph.call_function(
-                    forecast_from_table, (next(live_tables), env[scalars], value.dtype)))
+                checked = graph.call_function(
+                    checked_forecast, (next(live_tables), env[scalars], value.dtype))
+                finite = graph.call_function(operator.getitem, (checked, 1))
+                _count_nonfinite(graph, env[scalars], forecast_slot, finite)
+                results.append(graph.call_function(operator.getitem, (checked, 0)))
             else:
                 results.append(_zeros_node(graph, value, operands))
     graph.output(tuple(results))
@@ -128,6 +142,8 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         # Inserted in reverse: each goes right after the last original placeholder.
         pred = graph.placeholder("ts_compute")
         scalars = graph.placeholder("ts_scalars")
+        # Mutated (its counters), so it must be a static input too for CUDA graphs to keep it.
+        scalars.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
         table_nodes: list[list[fx.Node]] = []
         for r, region in enumerate(regions):
             table_nodes.append([])
@@ -152,8 +168,9 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
     for r, region in enumerate(regions):
         members = set(region.nodes)
         region.inputs = [replaced.get(v, v) for v in region.inputs]
-        true_gm = _branch(gm, region, table_nodes[r], scalars, compute=True)
-        false_gm = _branch(gm, region, table_nodes[r], scalars, compute=False)
+        true_gm = _branch(gm, region, table_nodes[r], scalars, compute=True, order=settings.order)
+        false_gm = _branch(gm, region, table_nodes[r], scalars, compute=False,
+                           order=settings.order)
         true_name, false_name = f"ts_compute_{r}", f"ts_forecast_{r}"
         gm.add_submodule(true_name, true_gm)
         gm.add_submodule(false_name, false_gm)
