@@ -78,6 +78,14 @@ def test_explain_regex_cut_compares_with_both_named_cuts(capsys):
     assert "(chosen)" in rows[r"[transformer_blocks\.\d+\.ff$]"] and f"{49152:,}" in out
 
 
+def test_explain_cut_that_matches_nothing_says_so_and_returns_1(capsys):
+    code = main(["explain", "SD3Transformer2DModel", "--cut", r"nomatch\.x"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "TaylorSeer does not apply with cut=[nomatch\\.x]: found no module path" in out
+    assert "does not apply" in _state_rows(out)[r"[nomatch\.x]"]
+
+
 def test_explain_config_json_overrides_the_default(capsys):
     code = main(["explain", "FluxTransformer2DModel", "--config", '{"num_single_layers": 5}',
                  "--height", "256", "--width", "128", "--text-tokens", "4"])

@@ -39,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="compare eager, torch.compile, TaylorSeer and FORA on a small random FLUX",
         description="Sample a small random-weight FLUX transformer with a rectified-flow Euler "
                     "loop four ways (eager, plain torch.compile, TaylorSeer, FORA); print times, "
-                    "speedups and errors, and write a PNG comparing the final latents.")
+                    "speedups and errors, and write a PNG comparing the final latents.",
+        epilog="With a trained digits checkpoint (benchmarks/checkpoints/flux_digits, written by "
+               "the quality benchmark's training, or --checkpoint PATH) it also samples 2 digits "
+               "per class with full compute, TaylorSeer and FORA (same noise) and the PNG shows "
+               "the three grids; the latents picture goes to <out>_latents.png. The folder "
+               "holds FluxTransformer2DModel.save_pretrained output (config.json, "
+               "diffusion_pytorch_model.safetensors), conditioning.safetensors "
+               "(encoder_hidden_states (11, T, D), pooled_projections (11, P); row 10 = "
+               "unconditional) and sampler.json (image_size, patch, in_channels, shift, "
+               "num_steps, guidance_scale, cfg 'batched' or 'none', pixel_range).")
     demo.add_argument("--steps", type=_positive_int, default=None,
                       help="denoising steps (50; the checkpoint's own count for its digits)")
     demo.add_argument("--compiler", choices=COMPILERS, default="inductor",
