@@ -252,7 +252,7 @@ def text_bitmap(text: str, scale: int = 2) -> torch.Tensor:
 
 
 def digits_grid_image(panels: list[tuple[str, torch.Tensor]], per_class: int, pixels: int = 8,
-                      gap: int = 2, margin: int = 8) -> torch.Tensor:
+                      gap: int = 6, margin: int = 8) -> torch.Tensor:
     """Labelled panels side by side, one per method: row = class, column = sample. uint8 RGB.
 
     `panels`: (label, (10 * per_class, 1, H, W) images in [0, 1]) in class-major order. The
