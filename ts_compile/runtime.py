@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .distributed import collective_stats
 from .options import TaylorSeerOptions
 from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
@@ -86,6 +87,8 @@ class Controller:
             "recompiles": sum(n - 1 for n in self.compiled_frames.values()),
             "fallbacks": list(self.fallbacks),
             "contexts": sorted({c for r in self.runtimes for c in r.states}),
+            # Per rank: collectives inside the regions, and those forecast steps skipped.
+            **collective_stats(self.runtimes),
             # Values replaced by the last computed value because the forecast was inf/NaN, and
             # inf/NaN values the model itself produced on computed steps (read from the device).
             "nonfinite_forecast_values": sum(st.nonfinite_counts()[0] for st in states.values()),
