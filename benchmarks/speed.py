@@ -319,19 +319,21 @@ def ts_step_flops(model, noise, inputs, cut: str) -> tuple[int, int]:
 
 # --- Inductor code ----------------------------------------------------------------------------
 
-def kernel_report(code: str, table_count: int) -> dict[str, Any]:
-    """Kernels defined/launched in one Inductor output module and which read the Taylor tables."""
+def kernel_report(code: str, table_count: int, rows: int) -> dict[str, Any]:
+    """Kernels defined/launched in one Inductor output module and which read the Taylor tables
+    (each table is `rows` = order + 1 inputs, one per row, just before the scalars)."""
     kernels = re.findall(r"^(cpp_fused_\w+) = async_compile", code, re.M)
     call_body = code[code.find("def call(args)"):] if "def call(args)" in code else code
     m = re.search(r"^\s+([\w, ]+) = args\s*$", call_body, re.M)
     names = [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
-    tables = names[-(table_count + 1):-1] if names else []
+    row_names = names[-(table_count * rows + 1):-1] if names else []
+    tables = [tuple(row_names[j * rows:(j + 1) * rows]) for j in range(table_count)]
     launches = re.findall(r"^\s+(cpp_fused_\w+)\((.*)\)\s*$", call_body, re.M)
     externs = re.findall(r"extern_kernels\.(\w+)\(", call_body)
     readers = {}
     for kname, argstr in launches:
         args = [a.strip() for a in argstr.split(",")]
-        hit = [t for t in tables if t in args]
+        hit = [t for t in tables if any(row in args for row in t)]
         if hit:
             readers.setdefault(kname, []).extend(hit)
     return dict(kernels=kernels, launches=[k for k, _ in launches], externs=externs,
@@ -660,7 +662,7 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
         row.reset()
         sample(row.call, noise, inputs, steps)
         rt.compute_fn, rt.forecast_fn = fns
-        n_extra = len(rt.table_specs) + 1
+        n_extra = len(rt.table_specs) * (rt.options.order + 1) + 1  # table rows, scalars
         user_args = captured["c"][:-n_extra]
         sentinel = object()
         rt.compute_fn = rt.forecast_fn = lambda *a: sentinel
@@ -729,8 +731,8 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
         st = ts_compile.stats(r.call)
         n_tables = st["live_outputs"]
         compute_code, forecast_code = r.codes[0], r.codes[1]
-        fc = kernel_report(forecast_code, n_tables)
-        cc = kernel_report(compute_code, n_tables)
+        fc = kernel_report(forecast_code, n_tables, r.options.order + 1)
+        cc = kernel_report(compute_code, n_tables, r.options.order + 1)
         print(f"{r.key}: forecast graph: {len(fc['kernels'])} C++ kernels defined, "
               f"{len(fc['launches'])} launched, {len(fc['externs'])} extern calls "
               f"({', '.join(sorted(set(fc['externs']))) or 'none'}); "

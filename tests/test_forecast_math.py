@@ -38,7 +38,7 @@ def test_update_and_forecast_match_recursion(order, gaps, offset, seed):
     for step, feature in zip(steps, features):
         dt = 0 if last is None else step - last
         scalars = torch.tensor(compute_step_scalars(order, dt, filled))
-        table.copy_(updated_table(table, feature, scalars))
+        table.copy_(torch.stack(updated_table(table, feature, scalars)))
         filled, last = min(filled + 1, order + 1), step
 
     expected = expected_tables(steps, features, order)
@@ -57,7 +57,8 @@ def test_update_and_forecast_match_recursion(order, gaps, offset, seed):
 def test_low_precision_state_and_output_dtype():
     table = torch.zeros(3, 5, dtype=torch.bfloat16)
     feature = torch.randn(5, dtype=torch.float16)
-    table.copy_(updated_table(table, feature, torch.tensor(compute_step_scalars(2, 0, 0))))
+    table.copy_(torch.stack(updated_table(table, feature,
+                                          torch.tensor(compute_step_scalars(2, 0, 0)))))
     out = forecast_from_table(table, torch.tensor(forecast_step_scalars(2, 3, 1)), torch.float16)
     assert out.dtype == torch.float16
     torch.testing.assert_close(out, feature, rtol=1e-2, atol=1e-2)

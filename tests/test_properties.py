@@ -90,14 +90,14 @@ def test_rewritten_graphs_are_well_formed(spec, order):
             assert not {p for _, p, _ in module_stack(node)} & set(paths), node.format_node()
     assert any(n.target is torch.ops.aten.copy_.default for n in graphs.compute.graph.nodes)
 
-    # One table of (order + 1) rows per live output.
+    # One table of (order + 1) rows per live output, each row an input of the output's shape.
     table_nodes = [n for n in graphs.guarded.graph.find_nodes(op="placeholder")
                    if n.name.startswith("ts_table_")]
-    assert len(table_nodes) == len(tables)
+    assert len(table_nodes) == (order + 1) * len(tables)
     state = {}
-    for node, table in zip(table_nodes, tables):
+    for index, node in enumerate(table_nodes):
         shape = tuple(int(d) for d in node.meta["example_value"].shape)
-        assert shape == (order + 1, *table.shape)
+        assert shape == tuple(tables[index // (order + 1)].shape)
         state[node.name] = torch.zeros(shape)
 
     # Compute step: guarded(pred=True) == compute graph == the model, and both branches of every

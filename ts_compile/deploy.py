@@ -57,7 +57,7 @@ __all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "export", "l
            "read_manifest"]
 
 FORMAT = "ts-compile-taylorseer-aoti"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one program input per table row
 MANIFEST = "manifest.json"
 PROGRAMS = ("compute", "forecast")
 _MAX_MANIFEST_BYTES = 16 * 2**20
@@ -294,8 +294,8 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     tensors = [v for v in flat if isinstance(v, torch.Tensor)]
     device = tensors[0].device if tensors else torch.device("cpu")
     state_dtype = settings.torch_state_dtype
-    tables = [torch.zeros((settings.order + 1, *t.shape), dtype=state_dtype, device=device)
-              for t in guards.tables]
+    tables = [torch.zeros(t.shape, dtype=state_dtype, device=device)
+              for t in guards.tables for _ in range(settings.order + 1)]  # rows, as TaylorState
     scalars = torch.zeros(scalars_length(settings.order), dtype=torch.float32, device=device)
     example = (*tensors, *tables, scalars)
 
@@ -338,8 +338,8 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
                        "time_tensor_index": time_index},
             "outputs": {"out_spec": specs["out_spec"]},
             "program_inputs": "user tensors (leaves of kind 'tensor', in order), then "
-                              "state.tables (shape [order+1, *shape], state dtype), then the "
-                              "float32 scalars vector",
+                              "for each of state.tables its order+1 rows D_0..D_order (each of the "
+                              "table's shape, state dtype), then the float32 scalars vector",
             "regions": list(guards.region_names),
             "outputs_per_region": list(guards.outputs_per_region),
             "skipped_regions": [list(s) for s in graphs.skipped],

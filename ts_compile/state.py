@@ -24,8 +24,10 @@ class TaylorState:
         self.order = order
         self.shapes = shapes
         self.layout = layout  # what the tables hold (see GraphRuntime.outputs), for sharing
-        self.tables = [torch.zeros((order + 1, *shape), dtype=dtype, device=device)
-                       for shape in shapes]
+        # Per live output, its rows D_0..D_order, each a tensor of the output's shape (see
+        # `ts_compile.taylor`); flat, in the order the graphs take them.
+        self.tables = [torch.zeros(shape, dtype=dtype, device=device)
+                       for shape in shapes for _ in range(order + 1)]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
         self._host_length = host_scalars_length(order)
         # The sampler time of the last computed step, when forecasting in time (options.time).

@@ -13,7 +13,9 @@ the new table replaces the old one, so it grows by one order per computed step. 
 step s: F_hat(s) = sum_i D_i (s - s_j)^i / i!. Differences are taken in float32 whatever the
 model's dtype; the table is stored in the state dtype.
 
-A table is one tensor of shape ``(order + 1, *feature.shape)``. The per-step vector
+A table is the rows D_0..D_order, each a tensor of the feature's shape (separate tensors, so the
+update of each row is a plain elementwise write that Inductor fuses into the kernel producing the
+feature; a stacked table would be built in a temporary and copied). The per-step vector
 ``scalars`` (float32, length ``2 * order + 4``) holds
 
     [c_0 .. c_order | dt | has_prev_0 .. has_prev_{order-1} | nonfinite_forecast, nonfinite_computed]
@@ -32,6 +34,7 @@ unit time step and `apply_device_time` scales them by powers of the true differe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -50,9 +53,12 @@ def nonfinite_slots(order: int) -> tuple[int, int]:
     return 2 * order + 2, 2 * order + 3
 
 
-def updated_table(table: torch.Tensor, feature: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-    """The table after a computed step that produced `feature` (pure: the caller copies it in)."""
-    order = table.shape[0] - 1
+def updated_table(table: Sequence[torch.Tensor], feature: torch.Tensor,
+                  scalars: torch.Tensor) -> list[torch.Tensor]:
+    """The rows D_0..D_order after a computed step that produced `feature` (pure: the caller
+    copies each into its row; one row per tensor, so each copy can fuse into the kernel that
+    makes `feature`)."""
+    order = len(table) - 1
     dt = scalars[order + 1]
     rows = [feature.to(torch.float32)]
     for i in range(order):
@@ -60,19 +66,20 @@ def updated_table(table: torch.Tensor, feature: torch.Tensor, scalars: torch.Ten
         diff = (rows[i] - table[i].to(torch.float32)) / dt
         # `where`, not a multiply: a missing entry may hold anything (even inf) and dt may be 0.
         rows.append(torch.where(has_prev, diff, torch.zeros_like(diff)))
-    return torch.stack(rows).to(table.dtype)
+    return [row.to(old.dtype) for row, old in zip(rows, table)]
 
 
-def forecast_from_table(table: torch.Tensor, scalars: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def forecast_from_table(table: Sequence[torch.Tensor], scalars: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor:
     """F_hat = sum_i c_i D_i, summed in order like the reference implementations, cast to `dtype`."""
-    order = table.shape[0] - 1
+    order = len(table) - 1
     out = table[0].to(torch.float32) * scalars[0]
     for i in range(1, order + 1):
         out = out + table[i].to(torch.float32) * scalars[i]
     return out.to(dtype)
 
 
-def checked_forecast(table: torch.Tensor, scalars: torch.Tensor,
+def checked_forecast(table: Sequence[torch.Tensor], scalars: torch.Tensor,
                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(forecast, finite): where F_hat is not finite (overflow in a half dtype, an inf in a
     derivative) the last computed value D_0 stands in, so a forecast never feeds inf/NaN into

@@ -4,7 +4,8 @@
 becomes
     out_0, ..., out_k = cond(compute, region_and_update_k, forecast_k, (inputs, tables, scalars))
 
-with new graph inputs: one table per live output (shape ``(order + 1, *out.shape)``), the per-step
+with new graph inputs: one table per live output (``order + 1`` row inputs ``ts_table_r_k_i`` of the
+output's shape), the per-step
 `scalars` vector (see `ts_compile.taylor`) and the boolean `compute`. The compute branch runs the
 region and copies the updated tables in place; the forecast branch evaluates the polynomial
 (falling back to the last computed value where it is not finite). Both add the non-finite values
@@ -89,16 +90,16 @@ def _count_nonfinite(graph: fx.Graph, scalars: fx.Node, slot: int, finite: fx.No
     graph.call_function(torch.ops.aten.copy_.default, (scalars, counted))
 
 
-def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: fx.Node,
+def _branch(gm: fx.GraphModule, region: Region, tables: list[list[fx.Node]], scalars: fx.Node,
             compute: bool, order: int) -> fx.GraphModule:
     graph = fx.Graph(owning_module=gm)
     env: dict[fx.Node, fx.Node] = {}
-    for value in [*region.inputs, *tables, scalars]:
+    for value in [*region.inputs, *(row for rows in tables for row in rows), scalars]:
         placeholder = graph.placeholder(value.name)
         placeholder.meta = dict(value.meta)
         env[value] = placeholder
     operands = [env[v] for v in region.inputs]
-    live_tables = iter(env[t] for t in tables)
+    live_tables = iter([env[row] for row in rows] for rows in tables)
     forecast_slot, computed_slot = nonfinite_slots(order)
     results = []
     if compute:
@@ -106,9 +107,11 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[fx.Node], scalars: 
             env[node] = graph.node_copy(node, lambda n: env[n])
         for out, is_live in zip(region.outputs, region.live):
             if is_live:
-                table = next(live_tables)
-                new = graph.call_function(updated_table, (table, env[out], env[scalars]))
-                graph.call_function(torch.ops.aten.copy_.default, (table, new))
+                rows = next(live_tables)
+                new = graph.call_function(updated_table, (rows, env[out], env[scalars]))
+                for i, row in enumerate(rows):
+                    new_row = graph.call_function(operator.getitem, (new, i))
+                    graph.call_function(torch.ops.aten.copy_.default, (row, new_row))
                 finite = graph.call_function(torch.isfinite, (env[out],))
                 _count_nonfinite(graph, env[scalars], computed_slot, finite)
             clone = graph.call_function(torch.clone, (env[out],),
@@ -144,21 +147,23 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         scalars = graph.placeholder("ts_scalars")
         # Mutated (its counters), so it must be a static input too for CUDA graphs to keep it.
         scalars.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
-        table_nodes: list[list[fx.Node]] = []
+        table_nodes: list[list[list[fx.Node]]] = []  # region -> live output -> rows
         for r, region in enumerate(regions):
             table_nodes.append([])
             for k, out in enumerate(region.outputs):
                 if region.live[k]:
-                    table = graph.placeholder(f"ts_table_{r}_{k}")
                     value = example_value(out)
-                    shape = (settings.order + 1, *value.shape)
-                    table.meta["example_value"] = _fake_like(value, shape, state_dtype)
-                    # Static address for CUDA graphs: the runtime owns these tensors for good.
-                    table.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
-                    table_nodes[-1].append(table)
+                    rows = []
+                    for i in range(settings.order + 1):
+                        row = graph.placeholder(f"ts_table_{r}_{k}_{i}")
+                        row.meta["example_value"] = _fake_like(value, value.shape, state_dtype)
+                        # Static address for CUDA graphs: the runtime owns these for good.
+                        row.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
+                        rows.append(row)
+                    table_nodes[-1].append(rows)
                     specs.append(TableSpec(region.name, k, out.name, tuple(value.shape), value.dtype))
     # Placeholders were inserted in reverse order; put them back in a stable order.
-    new_placeholders = [t for ts in table_nodes for t in ts] + [scalars, pred]
+    new_placeholders = [row for ts in table_nodes for rows in ts for row in rows] + [scalars, pred]
     anchor = placeholders[-1]
     for node in new_placeholders:
         anchor.append(node)
@@ -179,7 +184,8 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         with graph.inserting_after(true_attr):
             false_attr = graph.get_attr(false_name)
         with graph.inserting_after(false_attr):
-            operands = tuple([*region.inputs, *table_nodes[r], scalars])
+            operands = tuple([*region.inputs, *(row for rows in table_nodes[r] for row in rows),
+                              scalars])
             cond = graph.call_function(torch.ops.higher_order.cond,
                                        (pred, true_attr, false_attr, operands))
             cond.meta["ts_region"] = region.name
