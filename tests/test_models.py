@@ -204,3 +204,31 @@ def test_explain_keeps_working_after_many_calls():
     counts = [len(ts_compile.explain(build_model(spec), x, torch.tensor(0.5)))
               for _ in range(10)]
     assert counts == [1] * 10
+
+
+def test_flux_with_dynamic_shapes_forecasts_every_block_at_two_resolutions():
+    # dynamic=True turns float defaults (attention's dropout_p) into `.item()` reads that the
+    # first block used to own; every block must still be a region, at any resolution.
+    model, make_kwargs = BUILDERS["flux"]()
+    compiled = torch.compile(model, backend="taylorseer", dynamic=True, fullgraph=True,
+                             options={"compiler": "eager", "order": ORDER, "interval": INTERVAL,
+                                      "warmup": WARMUP})
+    paths = _expected_blocks(model)
+    _assert_matches_reference(model, make_kwargs, compiled, paths)
+    ts_compile.reset(compiled)
+
+    def smaller(step, num_steps):  # 6x6 instead of 8x8 image tokens: a new size
+        kwargs = make_kwargs(step, num_steps)
+        grid = torch.stack(torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij"), -1)
+        return dict(kwargs, hidden_states=kwargs["hidden_states"][:, :36],
+                    img_ids=torch.cat([torch.zeros(36, 1), grid.reshape(36, 2).float()], 1))
+
+    reference = _Reference(model, paths, ORDER, official_schedule(WARMUP, INTERVAL))
+    with torch.no_grad():
+        for step in range(STEPS):
+            kwargs = smaller(step, STEPS)
+            torch.testing.assert_close(_out(compiled(**kwargs)), _out(reference(**kwargs)),
+                                       rtol=1e-5, atol=1e-5, msg=lambda m: f"step {step}: {m}")
+    stats = ts_compile.stats(compiled)
+    assert stats["regions"] == paths and stats["skipped_regions"] == []
+    assert stats["fallbacks"] == []

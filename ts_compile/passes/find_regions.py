@@ -109,6 +109,21 @@ def _why_unsupported(region: Region, members: set[fx.Node]) -> str | None:
     return None
 
 
+def _without_free_scalars(nodes: list[fx.Node]) -> list[fx.Node]:
+    """Drop scalar (non-tensor) nodes that read nothing computed in the region.
+
+    With dynamic shapes Dynamo turns float defaults into inputs read with `.item()` (e.g.
+    `dispatch_attention_fn`'s dropout_p, read once in the first block and reused by every later
+    one); kept in the region, such a value would be a non-tensor output and the whole block would
+    be computed on every step. Outside it, it is just one more input of the region.
+    """
+    kept: set[fx.Node] = set()
+    for node in nodes:  # graph order: a node's inputs come before it
+        if is_tensor_value(node) or any(arg in kept for arg in node.all_input_nodes):
+            kept.add(node)
+    return [node for node in nodes if node in kept]
+
+
 def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
     """Group nodes by the module call `pick(stack)` chooses from their module stack."""
     grouped: dict[str, Region] = {}
@@ -119,6 +134,7 @@ def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
             suffix = key[key.index("@"):] if "@" in key else ""
             grouped.setdefault(key, Region(path + suffix, cls, [], [], [])).nodes.append(node)
     for region in grouped.values():
+        region.nodes = _without_free_scalars(region.nodes)
         members = set(region.nodes)
         region.inputs = list(dict.fromkeys(
             arg for node in region.nodes for arg in node.all_input_nodes if arg not in members))
