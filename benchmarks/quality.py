@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compiler", default="eager", choices=("eager", "inductor"),
                    help="inner compiler of the taylorseer rows (eager: same numbers, fast compile)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
+    p.add_argument("--flops-only", action="store_true",
+                   help="measure every row's generation FLOPs (batch of one cond + one uncond "
+                   "sample; the compiled graphs' calls counted) into quality_results/flops_*.json")
     p.add_argument("--render-only", action="store_true", help="no sampling: rebuild the doc")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="rerun rows already in the results file")
@@ -118,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = torch.randperm(len(y_tr), generator=g)[:n]
     clf_info[f"fd_train{n}_vs_test"] = M.frechet_of_sets(M.features(classifier, x_tr[sub]), real)
     all_results = {}
+    if args.flops_only:
+        tasks = _quick_tasks(names) if args.quick else {m: load_task(m) for m in names}
+        for m in names:
+            measure_flops(tasks[m], m, results_dir, args, quick=args.quick)
+        return 0
     if not args.render_only:
         tasks = _quick_tasks(names) if args.quick else {m: load_task(m) for m in names}
         for m in names:
@@ -134,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             with open(path, "w") as f:
                 json.dump({k: v for k, v in res.items() if k != "samples"}, f, indent=1)
             all_results[m] = res
+            if not args.quick and not glob.glob(os.path.join(results_dir, f"flops_{m}*.json")):
+                args.rows = FLOPS_ROWS  # what apply_measured_flops needs
+                measure_flops(task, m, results_dir, args)
     for m in ("dit", "flux"):  # merge every results file of the model (several --tag runs)
         for path in sorted(glob.glob(os.path.join(results_dir, f"quality_{m}*.json"))):
             with open(path) as f:
@@ -142,14 +153,94 @@ def main(argv: list[str] | None = None) -> int:
             res["samples"] = torch.load(sp) if os.path.exists(sp) else {}
             if m not in all_results:
                 all_results[m] = res
+            if not args.quick and not glob.glob(os.path.join(results_dir, f"flops_{m}*.json")):
+                args.rows = FLOPS_ROWS  # what apply_measured_flops needs
+                measure_flops(task, m, results_dir, args)
                 continue
             into = all_results[m]
             for rid, row in res["rows"].items():
                 into["rows"].setdefault(rid, row)
             for key, x in res["samples"].items():
                 into.setdefault("samples", {}).setdefault(key, x)
+    for m, res in all_results.items():
+        apply_measured_flops(res, os.path.join(results_dir, f"flops_{m}*.json"))
     render(all_results, args.out, clf_info, quick=args.quick)
     return 0
+
+
+FLOPS_ROWS = r"^fora-N6-o0-(block|paper)$|^diffusers"
+
+
+def measure_flops(task, m: str, results_dir: str, args, quick: bool = False) -> None:
+    """Measured generation FLOPs of the rows matching --rows into flops_<model><tag>.json."""
+    from quality_lib.flops import measure_generation
+    from quality_lib.rows import Runner, standard_rows
+
+    rows = standard_rows(m, quick=quick, steps=12 if quick else 50)
+    if args.rows:
+        rows = [r for r in rows if r.id == "full" or re.search(args.rows, r.id)]
+    path = os.path.join(results_dir, f"flops_{m}{args.tag}.json")
+    measured = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            measured = json.load(f)
+    runner = Runner(task, args.compiler)
+    for row in rows:
+        if row.id in measured:
+            continue
+        try:
+            measured[row.id] = measure_generation(task, runner, row)
+        except Exception as err:  # noqa: BLE001 (recorded, the other rows go on)
+            measured[row.id] = {"error": str(err)[:300]}
+        print(f"[flops {m}] {row.id}: {measured[row.id]}", flush=True)
+        with open(path, "w") as f:
+            json.dump(measured, f, indent=1)
+
+
+def apply_measured_flops(res: dict, pattern: str) -> None:
+    """Replace the region-based FLOPs estimate by counts measured on the compiled graphs.
+
+    `--flops-only` measures, per cut, one compute step and one forecast step of the compiled
+    graphs (FlopCounterMode around the callables the backend gives Dynamo) and diffusers' hooked
+    generations directly. FlopCounterMode counts matmuls/convolutions only, so the Taylor
+    polynomial (elementwise) is added analytically: 2 (order + 1) FLOPs per element of the live
+    outputs on a forecast step, 2 order + 1 per element for the table update on a computed step.
+    """
+    measured: dict = {}
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            for rid, v in json.load(f).items():
+                measured.setdefault(rid, v)
+    full = measured.get("full", {}).get("generation_flops")
+    if not full:
+        return
+    steps = res["rows"]["full"]["row"]["steps"] if "full" in res["rows"] else 50
+    full_step = full / steps
+    n = res["meta"]["samples_per_seed"]
+    per_cut = {cut: measured.get(f"fora-N6-o0-{cut}", {}) for cut in ("block", "paper")}
+    for rid, r in res["rows"].items():
+        if "error" in r:
+            continue
+        row = r["row"]
+        gen = None
+        if row["method"] == "full":
+            gen = full
+        elif row["method"] == "steps":
+            gen = row["steps"] * full_step
+        elif row["method"] == "diffusers":
+            gen = measured.get(rid, {}).get("generation_flops")
+        else:
+            m = per_cut.get(row["cut"], {})
+            if m.get("forecast_step_flops") is not None:
+                numel = r["state_bytes"] / 4 / (row["order"] + 1) / n  # live outputs, batch 2
+                c = r["computed"]
+                gen = (c * (m["compute_step_flops"] + (2 * row["order"] + 1) * numel)
+                       + (row["steps"] - c) * (m["forecast_step_flops"]
+                                               + 2 * (row["order"] + 1) * numel))
+        if gen:
+            r["flops_speedup_estimate"] = r["flops_speedup"]
+            r["flops_speedup"] = full / gen
+            r["flops_measured"] = True
 
 
 def _train_section(model: str) -> str:
@@ -214,9 +305,11 @@ def render(all_results: dict, out: str, clf_info: dict, quick: bool = False) -> 
             parts.append("Rows that could not run: " + "; ".join(
                 f"`{k}`: {v.splitlines()[0][:160]}" for k, v in errs.items()) + "\n")
         if any(r["row"]["method"] == "warmup" for r in res["rows"].values()):
-            parts.append("Warm-up (TaylorSeer order 2, N = 5, cut=\"block\"):\n")
+            parts.append("Warm-up (cut=\"block\"; the warm-up 3 rows repeated for comparison):\n")
             keep = {k: v for k, v in res["rows"].items()
-                    if v["row"]["method"] == "warmup" or k in ("full", "ts-N5-o2-block")}
+                    if v["row"]["method"] == "warmup" or k in (
+                        "full", "fora-N5-o0-block", "ts-N5-o1-block", "ts-N5-o2-block",
+                        "ts-N5-o3-block", "ts-N6-o1-block", "ts-N6-o2-block")}
             parts.append(report.table({"rows": keep}))
             parts.append("")
         fig = f"quality_{m}_fd_vs_speedup.png"
@@ -228,7 +321,7 @@ def render(all_results: dict, out: str, clf_info: dict, quick: bool = False) -> 
         picks = [("full compute", "full"), ("FORA N=6", "fora-N6-o0-block"),
                  ("TaylorSeer o2 N=6", "ts-N6-o2-block"), ("TaylorSeer o3 N=6 paper",
                                                            "ts-N6-o3-paper"),
-                 ("10 steps", "steps-10")]
+                 ("TaylorSeer o2 N=5 warm-up 1", "ts-N5-o2-block-w1"), ("10 steps", "steps-10")]
         if quick:
             picks = [("full compute", "full"), ("TaylorSeer o2 N=5", "ts-N5-o2-block"),
                      ("FORA N=5", "fora-N5-o0-block")]

@@ -114,3 +114,20 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert "ts-N5-o2-block" in doc and "FLOPs speedup" in doc
     assert (tmp_path / "img" / "quality_dit_fd_vs_speedup.png").exists()
     assert (tmp_path / "img" / "quality_dit_samples.png").exists()
+
+
+def test_measured_flops_of_compiled_graphs():
+    """--flops-only counts the backend's compute and forecast graphs call by call."""
+    import quality
+    from quality_lib.flops import measure_generation
+    from quality_lib.rows import Runner, standard_rows
+
+    task = quality._quick_tasks(["dit"])["dit"]
+    rows = {r.id: r for r in standard_rows("dit", quick=True, steps=12)}
+    runner = Runner(task, "eager")
+    full = measure_generation(task, runner, rows["full"])
+    fora = measure_generation(task, runner, rows["fora-N5-o0-block"])
+    assert (fora["compute_calls"], fora["forecast_calls"]) == (4, 8)
+    assert fora["compute_step_flops"] == full["generation_flops"] // 12
+    assert 0 < fora["forecast_step_flops"] < fora["compute_step_flops"] / 10
+    assert fora["generation_flops"] == 4 * fora["compute_step_flops"] + 8 * fora["forecast_step_flops"]

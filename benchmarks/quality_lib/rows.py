@@ -78,8 +78,9 @@ def standard_rows(model: str, quick: bool = False, steps: int = STEPS) -> list[R
         for n in (5, 6):
             for order in (1, 2, 3):
                 rows.append(ts_row(order, n, "block", time=time, method="time"))
-    for w in (1, 2, 5):
-        rows.append(ts_row(2, 5, "block", warmup=w, method="warmup"))
+    for order, n, w in ((2, 5, 1), (2, 5, 2), (2, 5, 5), (0, 5, 1), (1, 5, 1), (3, 5, 1),
+                        (2, 6, 1)):
+        rows.append(ts_row(order, n, "block", warmup=w, method="warmup"))
     return rows
 
 
