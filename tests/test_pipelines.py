@@ -15,6 +15,7 @@ import torch
 
 import ts_compile
 
+from .conftest import compile_ts
 from .pipelines import (PlainReferenceTransformer, ReferenceTransformer, dit_pipeline,
                         flux_pipeline, hunyuan_video_pipeline, reference_for)
 from .reference import official_schedule
@@ -261,3 +262,22 @@ def test_contexts_with_different_text_lengths_keep_their_state():
         where = f"step {k // 2} {list(texts)[k % 2]}"
         torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{where}: {m}")
     assert stats["computed_steps"] == 2 * n_computed(steps)
+
+
+@pytest.mark.parametrize("name", ["flux", "dit"])
+def test_compiled_models_can_still_be_deep_copied(name):
+    # The backend joins diffusers models (a hook for FLUX, a reset method for DiT); a deep copy of
+    # the module must work and must not share the compiled model's state.
+    import copy
+
+    from .diffusers_models import BUILDERS
+
+    model, make_kwargs = BUILDERS[name]()
+    compiled = compile_ts(model, order=2, interval=3, warmup=2)
+    with torch.no_grad():
+        compiled(**make_kwargs(0, 4))
+    duplicate = copy.deepcopy(model)
+    duplicate._reset_stateful_cache()  # resets nothing of the original
+    assert ts_compile.stats(compiled)["computed_steps"] == 1
+    with torch.no_grad():
+        torch.testing.assert_close(duplicate(**make_kwargs(0, 4))[0], model(**make_kwargs(0, 4))[0])

@@ -26,6 +26,14 @@ import torch
 HOOK_NAME = "ts_compile_taylorseer"
 
 
+class ControllerSet(weakref.WeakSet):
+    """The controllers of the compiled versions of one module. A deep copy of the module is not
+    compiled, so its copy starts empty (controllers hold traced graphs, which cannot be copied)."""
+
+    def __deepcopy__(self, memo) -> "ControllerSet":
+        return ControllerSet()
+
+
 @functools.cache
 def _hook_classes():
     from diffusers.hooks.hooks import HookFunctionReference, ModelHook, StateManager
@@ -50,7 +58,7 @@ def _hook_classes():
 
         def __init__(self) -> None:
             super().__init__()
-            self.controllers: weakref.WeakSet = weakref.WeakSet()
+            self.controllers = ControllerSet()
             self.context_relay = ContextRelay(self)
 
         def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -80,14 +88,14 @@ def _open_cache_context(module: torch.nn.Module):
 def _attach_reset_only(module: torch.nn.Module, controller: Any) -> None:
     """Models without the cache protocol (e.g. DiT): pipelines still call
     `_reset_stateful_cache()` on components that have it, so give the instance one."""
-    controllers = module.__dict__.setdefault("_ts_compile_controllers", weakref.WeakSet())
-    controllers.add(controller)
+    module.__dict__.setdefault("_ts_compile_controllers", ControllerSet()).add(controller)
+    # A bound method, so that a deep copy of the module resets its own (empty) set.
+    module.__dict__["_reset_stateful_cache"] = types.MethodType(_reset_controllers, module)
 
-    def _reset_stateful_cache(recurse: bool = True) -> None:
-        for each in list(controllers):
-            each.reset()
 
-    module.__dict__["_reset_stateful_cache"] = _reset_stateful_cache
+def _reset_controllers(module: torch.nn.Module, recurse: bool = True) -> None:
+    for controller in list(module.__dict__.get("_ts_compile_controllers", ())):
+        controller.reset()
 
 
 def attach_to_diffusers_model(module: Any, controller: Any) -> bool:
