@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .cli_errors import CliError, report
-from .options import COMPILERS, MAX_ORDER, OptionError
+from .options import COMPILERS, MAX_ORDER, OptionError, TaylorSeerOptions
 
 HELP_HINT = "hint: run `python -m ts_compile demo --help` for the allowed values."
 
@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="after warm-up, compute every N-th step, forecast the rest (5)")
     demo.add_argument("--order", type=int, default=2,
                       help=f"Taylor order 0..{MAX_ORDER} (2); FORA is always order 0")
-    demo.add_argument("--warmup", type=int, default=3,
-                      help="steps computed at the start of each generation (3)")
+    demo.add_argument("--warmup", type=int, default=TaylorSeerOptions.warmup,
+                      help="steps computed at the start of each generation "
+                           f"({TaylorSeerOptions.warmup})")
     demo.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar on stderr")
     demo.add_argument("--checkpoint", metavar="PATH", default=None,

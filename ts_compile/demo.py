@@ -177,7 +177,7 @@ class _Method:
 
 def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "demo",
              out_png: str = "ts_compile_demo.png", interval: int = 5, order: int = 2,
-             warmup: int = 3, progress: bool = True, stream: TextIO | None = None,
+             warmup: int = TaylorSeerOptions.warmup, progress: bool = True, stream: TextIO | None = None,
              checkpoint: str | None = None) -> list[dict[str, Any]]:
     """Run the comparison, print the table and the PNG's path to `stream`; return the rows.
 
