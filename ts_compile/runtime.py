@@ -181,7 +181,7 @@ class GraphRuntime:
 
     def __call__(self, *args: Any) -> Any:
         try:
-            return self._step(*args)
+            return self._step(args)
         except BaseException:
             # A generation cut short (an error, Ctrl-C, out of memory): its history must not
             # leak into the next one, whose first call could otherwise be taken for step k + 1.
@@ -189,7 +189,7 @@ class GraphRuntime:
             self.controller.reset()
             raise
 
-    def _step(self, *args: Any) -> Any:
+    def _step(self, args: tuple) -> Any:
         controller = self.controller
         state = self._state_for(controller.context, args)
         step = controller.step_index

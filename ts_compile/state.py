@@ -30,6 +30,7 @@ class TaylorState:
                        for shape in shapes for _ in range(order + 1)]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
         self._host_length = host_scalars_length(order)
+        self._host_part = self.scalars[:self._host_length]  # what write_scalars overwrites
         # The sampler time of the last computed step, when forecasting in time (options.time).
         self.last_time = torch.zeros((), dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
@@ -50,7 +51,7 @@ class TaylorState:
         """Copy this step's scalars (not the counters after them) to the device, no host sync."""
         host = torch.tensor(values[:self._host_length], dtype=torch.float32,
                             pin_memory=self._pinned)
-        self.scalars[:self._host_length].copy_(host, non_blocking=self._pinned)
+        self._host_part.copy_(host, non_blocking=self._pinned)
 
     def nonfinite_counts(self) -> tuple[int, int]:
         """(non-finite forecast values, non-finite computed features) so far: reads the device
