@@ -17,6 +17,13 @@ import torch
 from ts_compile.__main__ import main
 from ts_compile import demo_digits
 from ts_compile.demo import write_png
+from ts_compile.options import TaylorSeerOptions
+
+from .reference import official_schedule
+
+# "computed / forecast" of the demo's 8-step runs: interval 5 and the default warm-up.
+_COMPUTED = sum(official_schedule(TaylorSeerOptions.warmup, 5)(s) for s in range(8))
+EXPECTED_SPLIT = f"{_COMPUTED} / {8 - _COMPUTED}"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,8 +62,8 @@ def test_demo_end_to_end(tmp_path, capsys, one_thread):
     assert str(out) in captured.out
     # 8 steps, warmup 3, interval 5: steps 0, 1, 2, 7 computed, 4 forecast (from ts_compile.stats)
     rows = {line.split("  ")[0]: line for line in captured.out.splitlines()}
-    assert "4 / 4" in rows["taylorseer (N=5, O=2)"]
-    assert "4 / 4" in rows["FORA (N=5)"]
+    assert EXPECTED_SPLIT in rows["taylorseer (N=5, O=2)"]
+    assert EXPECTED_SPLIT in rows["FORA (N=5)"]
     assert "8 / 0" in rows["torch.compile (eager)"]
     assert "\r" not in captured.err  # --no-progress
 
@@ -133,11 +140,11 @@ def test_demo_with_a_checkpoint_samples_digit_grids(tmp_path, capsys, one_thread
     assert code == 0, captured.err
     rows = {line.split("  ")[0]: line for line in captured.out.splitlines()}
     # the timing table still runs on the random demo model ...
-    assert "4 / 4" in rows["taylorseer (N=5, O=2)"]
+    assert EXPECTED_SPLIT in rows["taylorseer (N=5, O=2)"]
     # ... and the digits get their own rows: 8 steps (--steps), same schedule
     assert "8 / 0" in rows["digits: full compute"]
-    assert "4 / 4" in rows["digits: taylorseer (N=5, O=2)"]
-    assert "4 / 4" in rows["digits: FORA (N=5)"]
+    assert EXPECTED_SPLIT in rows["digits: taylorseer (N=5, O=2)"]
+    assert EXPECTED_SPLIT in rows["digits: FORA (N=5)"]
     assert "Not timed" in captured.out
     assert rows["digits: full compute"].split()[-3] == "0.00e+00"  # rel L2 against itself
     # the digits PNG: 3 panels of 10 rows x 2 digits of 64 px; the latents go beside it
