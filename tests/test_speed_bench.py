@@ -72,3 +72,15 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
     assert len(lines) == 1 and needle in lines[0], captured.err
     assert lines[0].startswith("speed.py: error:")
     assert captured.out == ""
+
+
+def test_forecast_step_script_runs_with_and_without_the_count(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "forecast_step.py"
+    spec = importlib.util.spec_from_file_location("forecast_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--size", "test", "--compiler", "eager", "--repeat", "20"]) == 0
+    assert "as shipped: forecast graph alone ms" in capsys.readouterr().out
