@@ -40,18 +40,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import ts_compile  # noqa: E402
 from ts_compile.deploy import export, load, package_sizes  # noqa: E402
+from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: E402
 
 OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
 FLUX_CONFIG = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                    pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
-
-
-def _flux_ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)
 
 
 def build_flux(device: torch.device):
@@ -63,7 +57,7 @@ def build_flux(device: torch.device):
     fixed = dict(hidden_states=torch.randn(1, 64, 16, generator=g),
                  encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
                  pooled_projections=torch.randn(1, 32, generator=g),
-                 img_ids=_flux_ids(8, 8), txt_ids=torch.zeros(8, 3))
+                 img_ids=flux_image_ids(8, 8), txt_ids=torch.zeros(8, 3))
     fixed = {k: v.to(device) for k, v in fixed.items()}
 
     def make_kwargs(step: int, num_steps: int) -> dict:

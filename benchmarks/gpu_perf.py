@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 import ts_compile
 from ts_compile.api import controller_of
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
 from ts_compile.schedule import computed_steps
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24,
@@ -62,16 +63,9 @@ def build(device: str, tiny: bool, double: int, single: int, resolution: int, te
                                           generator=g, device=device, dtype=dtype),
         pooled_projections=torch.randn(1, config["pooled_projection_dim"], generator=g,
                                        device=device, dtype=dtype),
-        img_ids=_image_ids(grid, device), txt_ids=torch.zeros(text_tokens, 3, device=device),
+        img_ids=flux_image_ids(grid, grid, device), txt_ids=torch.zeros(text_tokens, 3, device=device),
         guidance=torch.full((1,), 3.5, device=device, dtype=dtype), return_dict=False)
     return model, inputs, config
-
-
-def _image_ids(grid: int, device: str) -> torch.Tensor:
-    ids = torch.zeros(grid, grid, 3, device=device)
-    ids[..., 1] = torch.arange(grid, device=device)[:, None]
-    ids[..., 2] = torch.arange(grid, device=device)[None, :]
-    return ids.reshape(grid * grid, 3)
 
 
 class StepTimer:

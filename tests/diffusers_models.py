@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: F401 (re-exported)
+
 __all__ = ["BUILDERS", "tiny_flux", "tiny_dit", "tiny_hunyuan_video", "tiny_sd3",
            "tiny_pixart", "tiny_wan"]
 
@@ -35,13 +37,6 @@ def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
 def _t(step: int, num_steps: int, scale: float = 1000.0, batch: int = 1) -> torch.Tensor:
     """Timestep going linearly from `scale` down towards 0 over the generation."""
     return torch.full((batch,), scale * (1.0 - step / num_steps))
-
-
-def flux_image_ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)
 
 
 # ----------------------------------------------------------------------------------------------

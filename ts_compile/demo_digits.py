@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .cli_errors import CliError
+from .integrations.diffusers_inputs import flux_image_ids
 
 FILES = ("config.json", "diffusion_pytorch_model.safetensors", "conditioning.safetensors",
          "sampler.json")
@@ -184,7 +185,7 @@ def sample_digits(model: Callable, ckpt: DigitsCheckpoint, noise: torch.Tensor, 
     rows = torch.cat([labels, torch.full_like(labels, UNCOND)]) if batched else labels
     ehs, pooled = ckpt.encoder_hidden_states[rows], ckpt.pooled_projections[rows]
     n = rows.shape[0]
-    img_ids = _image_ids(h // 2, w // 2)
+    img_ids = flux_image_ids(h // 2, w // 2)
     txt_ids = torch.zeros(ehs.shape[1], 3)
     scale = float(ckpt.sampler["guidance_scale"])
     extra = {}
@@ -205,13 +206,6 @@ def sample_digits(model: Callable, ckpt: DigitsCheckpoint, noise: torch.Tensor, 
             on_step(k + 1)
     low, high = (float(p) for p in ckpt.sampler["pixel_range"])
     return ((unpack(x, h, w) - low) / (high - low)).clamp(0, 1)
-
-
-def _image_ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)
 
 
 # --- the picture -------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .integrations.diffusers_inputs import flux_image_ids
+
 SIZES: dict[str, dict[str, Any]] = {
     # tens of ms per step under Inductor on a 2-core CPU: 1024 image tokens (32x32) + 16 text.
     "demo": dict(grid=32, text_tokens=16, config=dict(
@@ -27,14 +29,6 @@ SIZES: dict[str, dict[str, Any]] = {
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         axes_dims_rope=(4, 6, 6))),
 }
-
-
-def image_ids(grid: int) -> torch.Tensor:
-    """(grid*grid, 3) position ids: column 0 unused, row in column 1, column in column 2."""
-    ids = torch.zeros(grid, grid, 3)
-    ids[..., 1] = torch.arange(grid)[:, None]
-    ids[..., 2] = torch.arange(grid)[None, :]
-    return ids.reshape(grid * grid, 3)
 
 
 def tiny_flux(seed: int = 0, size: str = "demo"
@@ -63,7 +57,7 @@ def tiny_flux(seed: int = 0, size: str = "demo"
     noise = torch.randn(1, tokens, config["in_channels"], generator=g)
     encoder_hidden_states = torch.randn(1, text, config["joint_attention_dim"], generator=g)
     pooled = torch.randn(1, config["pooled_projection_dim"], generator=g)
-    img_ids = image_ids(grid)
+    img_ids = flux_image_ids(grid, grid)
     txt_ids = torch.zeros(text, 3)
     sigmas_cache: dict[int, torch.Tensor] = {}
 

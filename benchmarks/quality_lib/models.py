@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
+
 NULL_CLASS = 10
 NUM_CLASSES = 10
 
@@ -89,10 +91,7 @@ def unpack_latents(tokens: torch.Tensor, h: int = 8, w: int = 8) -> torch.Tensor
 
 def latent_image_ids(grid_h: int = 4, grid_w: int = 4) -> torch.Tensor:
     """`FluxPipeline._prepare_latent_image_ids(batch, grid_h, grid_w, ...)`: (grid_h*grid_w, 3)."""
-    ids = torch.zeros(grid_h, grid_w, 3)
-    ids[..., 1] = ids[..., 1] + torch.arange(grid_h)[:, None]
-    ids[..., 2] = ids[..., 2] + torch.arange(grid_w)[None, :]
-    return ids.reshape(grid_h * grid_w, 3)
+    return flux_image_ids(grid_h, grid_w)
 
 
 FLUX_NOTES = (
