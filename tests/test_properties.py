@@ -9,7 +9,7 @@ import ts_compile
 from ts_compile.options import TaylorSeerOptions
 from ts_compile.passes import build_graphs
 from ts_compile.passes.regions import module_stack
-from ts_compile.taylor import compute_step_scalars, forecast_step_scalars
+from ts_compile.taylor import compute_step_scalars, forecast_step_scalars, scalars_vector
 
 from .conftest import compile_ts
 from .models import block_models, block_paths, build_model, make_inputs
@@ -102,7 +102,7 @@ def test_rewritten_graphs_are_well_formed(spec, order):
 
     # Compute step: guarded(pred=True) == compute graph == the model, and both branches of every
     # cond agree in output metadata.
-    scalars = torch.tensor(compute_step_scalars(order, 0, 0))
+    scalars = scalars_vector(compute_step_scalars(order, 0, 0))
     extra = dict(state, ts_scalars=scalars, ts_compute=torch.tensor(True))
     with torch.no_grad():
         recorder = CondRecorder(graphs.guarded)
@@ -123,7 +123,7 @@ def test_rewritten_graphs_are_well_formed(spec, order):
         torch.testing.assert_close(state[name], fresh[name], rtol=0, atol=0)
 
     # Forecast step: guarded(pred=False) == forecast graph.
-    scalars = torch.tensor(forecast_step_scalars(order, 2, 1))
+    scalars = scalars_vector(forecast_step_scalars(order, 2, 1))
     extra = dict(state, ts_scalars=scalars, ts_compute=torch.tensor(False))
     with torch.no_grad():
         guarded_out = graphs.guarded(*inputs_by_name(graphs.guarded, user_inputs, extra))

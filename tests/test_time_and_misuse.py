@@ -157,12 +157,14 @@ def test_exception_inside_a_call_starts_the_next_generation_clean():
 
 def test_forecast_coefficients_follow_time_differences():
     # The device-side scaling: unit-step scalars times powers of (now - last).
-    from ts_compile.taylor import apply_device_time, forecast_step_scalars, scalars_length
+    from ts_compile.taylor import (apply_device_time, forecast_step_scalars, scalars_length,
+                                   scalars_vector)
 
     order = 3
-    scalars = torch.tensor(forecast_step_scalars(order, 1, 3))
+    scalars = scalars_vector(forecast_step_scalars(order, 1, 3))
     assert scalars.shape == (scalars_length(order),)
-    apply_device_time(scalars, torch.tensor(0.25), torch.tensor(0.75), order, computed=False)
+    apply_device_time(scalars, torch.tensor(0.25), torch.tensor(0.75),
+                      torch.arange(order + 1.0), computed=False)
     delta = -0.5
     expected = [delta ** i / math.factorial(i) if i < 3 else 0.0 for i in range(order + 1)]
     torch.testing.assert_close(scalars[:order + 1], torch.tensor(expected))

@@ -75,6 +75,7 @@ class Controller:
     def stats(self) -> dict[str, Any]:
         """Counters over all graphs; regions and tables shared by recompiled graphs count once."""
         states = {id(st): st for r in self.runtimes for st in r.states.values()}
+        nonfinite = [st.nonfinite_counts() for st in states.values()]  # one read per state
         return {
             "graphs": len(self.runtimes),
             "regions": list(dict.fromkeys(n for r in self.runtimes for n in r.region_names)),
@@ -91,8 +92,8 @@ class Controller:
             **collective_stats(self.runtimes),
             # Values replaced by the last computed value because the forecast was inf/NaN, and
             # inf/NaN values the model itself produced on computed steps (read from the device).
-            "nonfinite_forecast_values": sum(st.nonfinite_counts()[0] for st in states.values()),
-            "nonfinite_computed_values": sum(st.nonfinite_counts()[1] for st in states.values()),
+            "nonfinite_forecast_values": sum(forecast for forecast, _ in nonfinite),
+            "nonfinite_computed_values": sum(computed for _, computed in nonfinite),
             "interrupted": self.interrupted,
         }
 
@@ -206,7 +207,8 @@ class GraphRuntime:
             dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)
             state.write_scalars(compute_step_scalars(order, dt, state.filled))
             if in_time:
-                apply_device_time(state.scalars, now, state.last_time, order, computed=True)
+                apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
+                                  computed=True)
             out = self.compute_fn(*args, *state.tables, state.scalars)
             state.record_computed(step)
             self.computed_steps += 1
@@ -214,7 +216,8 @@ class GraphRuntime:
             offset = 1 if in_time else step - state.last_computed
             state.write_scalars(forecast_step_scalars(order, offset, state.filled))
             if in_time:
-                apply_device_time(state.scalars, now, state.last_time, order, computed=False)
+                apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
+                                  computed=False)
             out = self.forecast_fn(*args, *state.tables, state.scalars)
             self.forecast_steps += 1
         state.calls += 1

@@ -29,10 +29,11 @@ class TaylorState:
         self.tables = [torch.zeros(shape, dtype=dtype, device=device)
                        for shape in shapes for _ in range(order + 1)]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
-        self._host_length = host_scalars_length(order)
-        self._host_part = self.scalars[:self._host_length]  # what write_scalars overwrites
-        # The sampler time of the last computed step, when forecasting in time (options.time).
+        self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
+        # Forecasting in sampler time (options.time): the time of the last computed step, and the
+        # powers 0..order its differences are raised to.
         self.last_time = torch.zeros((), dtype=torch.float32, device=device)
+        self.time_exponents = torch.arange(order + 1, dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
         self.reset()
 
@@ -49,8 +50,7 @@ class TaylorState:
 
     def write_scalars(self, values: list[float]) -> None:
         """Copy this step's scalars (not the counters after them) to the device, no host sync."""
-        host = torch.tensor(values[:self._host_length], dtype=torch.float32,
-                            pin_memory=self._pinned)
+        host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
         self._host_part.copy_(host, non_blocking=self._pinned)
 
     def nonfinite_counts(self) -> tuple[int, int]:

@@ -97,19 +97,20 @@ def counted_nonfinite(scalars: torch.Tensor, slot: int, finite: torch.Tensor) ->
 
 
 def apply_device_time(scalars: torch.Tensor, now: torch.Tensor, last: torch.Tensor,
-                      order: int, computed: bool) -> None:
+                      exponents: torch.Tensor, computed: bool) -> None:
     """Scale the host-written unit-time scalars by the true time difference, on the device.
 
     The host wrote them for a time step of 1: coefficients 1/i! (forecast) or dt = 1 (computed).
     With delta = now - last (the sampler time since the last computed step), the coefficients
     become delta^i / i! and dt becomes delta. On a computed step `last` then moves to `now`.
+    `exponents` is the device vector 0..order (made once per state, not per step).
     """
+    order = exponents.shape[0] - 1
     delta = now - last
     if computed:
         scalars[order + 1:order + 2].copy_(delta.reshape(1))
         last.copy_(now)
     else:
-        exponents = torch.arange(order + 1, dtype=torch.float32, device=scalars.device)
         scalars[:order + 1].mul_(torch.pow(delta, exponents))
 
 
@@ -135,15 +136,15 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 def forecast_step_scalars(order: int, offset: int, filled: int) -> list[float]:
     """Scalars for forecasting `offset` steps past the last computed step from `filled` orders."""
     coef = [offset**i / math.factorial(i) if i < filled else 0.0 for i in range(order + 1)]
-    return coef + [0.0] * (order + 1) + _COUNTERS
+    return coef + [0.0] * (order + 1)
 
 
 def compute_step_scalars(order: int, dt: int, filled: int) -> list[float]:
     """Scalars for a computed step `dt` steps after the previous one, whose table had `filled` orders."""
     has_prev = [1.0 if i < filled else 0.0 for i in range(order)]
-    return [0.0] * (order + 1) + [float(dt)] + has_prev + _COUNTERS
+    return [0.0] * (order + 1) + [float(dt)] + has_prev
 
 
-# The counters' entries in the host helpers' lists (full-length vectors for tests and tools);
-# `TaylorState.write_scalars` copies only the entries before them, so the counts accumulate.
-_COUNTERS = [0.0, 0.0]
+def scalars_vector(host_values: list[float]) -> torch.Tensor:
+    """A full device-layout vector from a step's host entries, counters at 0 (tests, tools)."""
+    return torch.tensor(host_values + [0.0, 0.0], dtype=torch.float32)
