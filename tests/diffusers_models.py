@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+# The tiny configs live in the package (the `explain` CLI uses them too); one copy.
+from ts_compile.integrations.diffusers_inputs import MODEL_SPECS
 from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: F401 (re-exported)
 
 __all__ = ["BUILDERS", "tiny_flux", "tiny_dit", "tiny_hunyuan_video", "tiny_sd3",
@@ -42,9 +44,7 @@ def _t(step: int, num_steps: int, scale: float = 1000.0, batch: int = 1) -> torc
 # ----------------------------------------------------------------------------------------------
 # FLUX.1: 2 double-stream + 3 single-stream blocks, 64 image tokens (8x8), 8 text tokens
 # ----------------------------------------------------------------------------------------------
-FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3,
-                 attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                 pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), guidance_embeds=False)
+FLUX_TINY = dict(MODEL_SPECS["FluxTransformer2DModel"].tiny)
 
 
 def tiny_flux(seed: int = 0):
@@ -66,9 +66,7 @@ def tiny_flux(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 # DiT (class-conditional, adaLN-zero): batch of 2 class labels, 8x8 latent, patch 2
 # ----------------------------------------------------------------------------------------------
-DIT_TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8,
-                num_layers=3, sample_size=8, patch_size=2, norm_type="ada_norm_zero",
-                num_embeds_ada_norm=10)
+DIT_TINY = dict(MODEL_SPECS["DiTTransformer2DModel"].tiny)
 
 
 def _no_label_dropout(model: torch.nn.Module) -> None:
@@ -97,10 +95,7 @@ def tiny_dit(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 # HunyuanVideo: 2 double + 2 single blocks, a 2-block token refiner, latent (1, 4, 3, 8, 8)
 # ----------------------------------------------------------------------------------------------
-HUNYUAN_TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16,
-                    num_layers=2, num_single_layers=2, num_refiner_layers=2, patch_size=2,
-                    patch_size_t=1, text_embed_dim=32, pooled_projection_dim=32,
-                    rope_axes_dim=(4, 6, 6), guidance_embeds=False)
+HUNYUAN_TINY = dict(MODEL_SPECS["HunyuanVideoTransformer3DModel"].tiny)
 
 
 def tiny_hunyuan_video(seed: int = 0):
@@ -121,9 +116,7 @@ def tiny_hunyuan_video(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 # SD3 (MMDiT): 3 joint blocks, the last one context_pre_only; latent (1, 4, 8, 8)
 # ----------------------------------------------------------------------------------------------
-SD3_TINY = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=3,
-                attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=16)
+SD3_TINY = dict(MODEL_SPECS["SD3Transformer2DModel"].tiny)
 
 
 def tiny_sd3(seed: int = 0):
@@ -143,9 +136,7 @@ def tiny_sd3(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 # PixArt-alpha: adaLN-single blocks with self-attention, cross-attention to text, MLP
 # ----------------------------------------------------------------------------------------------
-PIXART_TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8,
-                   num_layers=3, cross_attention_dim=32, sample_size=8, patch_size=2,
-                   caption_channels=24, norm_type="ada_norm_single")
+PIXART_TINY = dict(MODEL_SPECS["PixArtTransformer2DModel"].tiny)
 
 
 def tiny_pixart(seed: int = 0):
@@ -166,9 +157,7 @@ def tiny_pixart(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 # Wan2.1: self-attention, cross-attention, FFN per block; latent (1, 4, 3, 8, 8)
 # ----------------------------------------------------------------------------------------------
-WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-                out_channels=4, text_dim=32, freq_dim=32, ffn_dim=48, num_layers=3,
-                rope_max_seq_len=32)
+WAN_TINY = dict(MODEL_SPECS["WanTransformer3DModel"].tiny)
 
 
 def tiny_wan(seed: int = 0):

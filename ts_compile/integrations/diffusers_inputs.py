@@ -61,7 +61,8 @@ class Preset:
     setting: str                    # the size in words, e.g. "1024x1024: 4096 image + 512 text"
 
 
-# Small configs, the same as tests/diffusers_models.py's, with sizes that give the same latents.
+# Small configs (tests/diffusers_models.py builds its models from these), with sizes that give
+# the same latents.
 MODEL_SPECS: dict[str, ModelSpec] = {s.cls_name: s for s in [
     ModelSpec("FluxTransformer2DModel", False, dict(
         patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
