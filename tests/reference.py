@@ -212,7 +212,9 @@ class EagerTaylorSeer:
                     raise RuntimeError(
                         f"module {path!r} was called more than once in one step"
                     )
-                captured[path] = output
+                # The value as the module returned it: code after the module may write
+                # into that tensor in place, and the table holds what the module produced.
+                captured[path] = _cloned(output)
 
             return hook
 
@@ -262,3 +264,12 @@ class EagerTaylorSeer:
 
 
 _MISSING = object()
+
+
+def _cloned(output):
+    """Tensors (alone or in a tuple/list) copied; anything else as it is."""
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    if isinstance(output, (tuple, list)):
+        return type(output)(_cloned(o) for o in output)
+    return output

@@ -19,6 +19,7 @@ from .find_regions import find_regions
 from .insert_guards import GUARDS_KEY, GuardInfo, TableSpec, insert_guards
 from .mark_live_outputs import mark_live_outputs
 from .regions import REGIONS_KEY, SKIPPED_KEY, Region, normalize_module_path
+from .side_effects import mark_effects
 from .specialize_guards import copy_graph_module, specialize_guards
 
 __all__ = [
@@ -48,6 +49,7 @@ class TaylorSeerGraphs:
 def build_graphs(gm: fx.GraphModule, settings: TaylorSeerOptions) -> TaylorSeerGraphs:
     """Run the passes on a copy of `gm` (Dynamo's own graph must stay untouched)."""
     work = copy_graph_module(gm)
+    mark_effects(work.graph)  # before any surgery: what Dynamo kept for an effect
     work = find_regions(work, settings)
     regions, skipped = work.meta[REGIONS_KEY], work.meta[SKIPPED_KEY]
     if not regions:

@@ -10,16 +10,18 @@ code, in-place writes to outside values, non-tensor outputs) are skipped with th
 from __future__ import annotations
 
 import logging
-import operator
 import re
 from collections import defaultdict
 
+import torch
 import torch.fx as fx
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from torch.fx.passes.utils.fuser_utils import validate_partition
 
 from ..options import TaylorSeerOptions
 from .gated_branches import select_gated_branches
-from .regions import REGIONS_KEY, SKIPPED_KEY, Region, is_tensor_value, module_stack
+from .regions import REGIONS_KEY, SKIPPED_KEY, Region, example_value, is_tensor_value, module_stack
+from .side_effects import has_effect, storages, written_values
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +72,50 @@ def _pattern_selector(patterns: tuple[str, ...]):
     return lambda path, cls: any(p.fullmatch(path) for p in compiled)
 
 
-_INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                      operator.ifloordiv, operator.imod, operator.ipow, operator.iand,
-                      operator.ior, operator.ixor, operator.ilshift, operator.irshift}
+def _storages_of(values) -> frozenset:
+    return frozenset().union(*(storages(v) for v in values))
 
 
-def _is_inplace(node: fx.Node) -> bool:
-    if node.op == "call_method":
-        return node.target.endswith("_") and not node.target.startswith("_")
-    if node.op != "call_function":
-        return False
-    if node.target in _INPLACE_OPERATORS or node.kwargs.get("inplace") is True:
-        return True
-    schema = getattr(node.target, "_schema", None)
-    if schema is not None:
-        return schema.is_mutable
-    name = getattr(node.target, "__name__", "")
-    return name.endswith("_") and not name.startswith("_")
+def _interleaved(region: Region, position: dict[fx.Node, int], nodes: list[fx.Node]) -> list[fx.Node]:
+    """Outside nodes that sit between the region's first and last node in graph order."""
+    members = set(region.nodes)
+    first, last = position[region.nodes[0]], position[region.nodes[-1]]
+    return [n for n in nodes[first + 1:last] if n not in members]
 
 
-def _mutates_outside(node: fx.Node, members: set[fx.Node]) -> bool:
-    """An in-place op on a tensor from outside the region: forecasting would drop the write."""
-    target = node.args[0] if node.args else None
-    return _is_inplace(node) and isinstance(target, fx.Node) and target not in members
+def _why_unsupported(region: Region, position: dict[fx.Node, int],
+                     nodes: list[fx.Node]) -> str | None:
+    """Why the region cannot become one guarded call, or None.
 
-
-def _why_unsupported(region: Region, members: set[fx.Node]) -> str | None:
+    It is cut out and evaluated at the place of its last node, so nothing outside may depend on
+    part of it (convexity), and no in-place write may be crossed: neither a write of the region
+    into storage from outside, nor an outside write (or effect) between its nodes.
+    """
     if not validate_partition(region.nodes):
         return "its nodes are interleaved with outside code that depends on them (not convex)"
+    outside = _storages_of(region.inputs)
+    written_inside: set = set()
     for node in region.nodes:
-        if _mutates_outside(node, members):
+        written = _storages_of(written_values(node))
+        if written & outside:
             return f"it writes in place to a value from outside ({node.format_node()})"
+        written_inside |= written
+    read_inside = outside | _storages_of(region.nodes)
+    for node in _interleaved(region, position, nodes):
+        if has_effect(node):
+            return f"an outside effect sits between its nodes ({node.format_node()})"
+        if _storages_of(written_values(node)) & read_inside:
+            return f"an outside in-place write between its nodes touches what it reads ({node.format_node()})"
+        if written_inside & _storages_of(node.all_input_nodes):
+            return f"outside code between its nodes reads what it writes in place ({node.format_node()})"
     for out in region.outputs:
-        if not is_tensor_value(out):
+        value = example_value(out)
+        if not isinstance(value, torch.Tensor):
             return f"output {out.name} is not a tensor"
+        unbacked = free_unbacked_symbols(value)
+        if unbacked:
+            return (f"output {out.name}'s size depends on data ({', '.join(sorted(map(str, unbacked)))}): "
+                    "no table can be sized for it")
     if not region.outputs:
         return "nothing outside reads its result"
     return None
@@ -170,9 +182,11 @@ def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMod
     else:
         grouped = _group(nodes, _outermost(_pattern_selector(settings.cut)))
 
+    position = {node: i for i, node in enumerate(gm.graph.nodes)}
+    ordered = list(gm.graph.nodes)
     regions, skipped = [], []
     for region in grouped.values():
-        reason = _why_unsupported(region, set(region.nodes))
+        reason = _why_unsupported(region, position, ordered)
         if reason:
             skipped.append((region.name, reason))
             log.warning("ts_compile: region %s is computed on every step: %s", region.name, reason)

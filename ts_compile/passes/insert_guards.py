@@ -22,14 +22,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import operator
+from collections import defaultdict
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.tools_common import legalize_graph
 
 from ..options import TaylorSeerOptions
 from ..taylor import checked_forecast, counted_nonfinite, nonfinite_slots, updated_table
 from .regions import REGIONS_KEY, Region, example_value
+from .side_effects import stable_topological_sort, write_order
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,11 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[list[fx.Node]], sca
                     checked_forecast, (next(live_tables), env[scalars], value.dtype))
                 finite = graph.call_function(operator.getitem, (checked, 1))
                 _count_nonfinite(graph, env[scalars], forecast_slot, finite)
-                results.append(graph.call_function(operator.getitem, (checked, 0)))
+                forecast = graph.call_function(operator.getitem, (checked, 0))
+                # Stands for the region's output: code after the region may write into it
+                # through views, and `side_effects` follows such writes by the traced storage.
+                forecast.meta["example_value"] = value
+                results.append(forecast)
             else:
                 results.append(_zeros_node(graph, value, operands))
     graph.output(tuple(results))
@@ -169,7 +174,11 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         anchor.append(node)
         anchor = node
 
+    # Which reads and writes of a written storage must stay on which side of the write; a
+    # region's nodes will be represented by its cond.
+    must_follow = write_order(graph)
     replaced: dict[fx.Node, fx.Node] = {}  # outputs of earlier regions -> their getitem
+    cond_of: dict[fx.Node, fx.Node] = {}  # region node -> the cond that replaces it
     for r, region in enumerate(regions):
         members = set(region.nodes)
         region.inputs = [replaced.get(v, v) for v in region.inputs]
@@ -190,6 +199,7 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
                                        (pred, true_attr, false_attr, operands))
             cond.meta["ts_region"] = region.name
             cond.meta["example_value"] = tuple(example_value(o) for o in region.outputs)
+        cond_of.update(dict.fromkeys(region.nodes, cond))
         anchor = cond
         for k, out in enumerate(region.outputs):
             with graph.inserting_after(anchor):
@@ -201,12 +211,13 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         for node in reversed(region.nodes):
             graph.erase_node(node)
 
-    # legalize_graph rebuilds the graph; AOTAutograd needs every placeholder's `_dynamo_source`
-    # (None for the inputs added here).
-    sources = {n.name: getattr(n, "_dynamo_source", None) for n in graph.find_nodes(op="placeholder")}
-    legalize_graph(gm)
-    for node in gm.graph.find_nodes(op="placeholder"):
-        node._dynamo_source = sources[node.name]
+    # Outside nodes that read a region's output but sat between its nodes must now follow the
+    # cond; nothing else moves (an in-place write and the reads around it keep their order).
+    order = defaultdict(set)
+    for node, firsts in must_follow.items():
+        node = cond_of.get(node, node)
+        order[node] |= {cond_of.get(first, first) for first in firsts} - {node}
+    stable_topological_sort(gm.graph, order)
     gm.graph.lint()
     gm.recompile()
     gm.meta[GUARDS_KEY] = GuardInfo(

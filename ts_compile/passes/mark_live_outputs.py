@@ -3,7 +3,8 @@
 On a forecast step every region is replaced by its forecast at once, so a region output that only
 feeds other regions (block i -> block i+1), directly or through outside code that itself only
 feeds regions, is never read. Only outputs reachable backwards from the graph's output (or from
-an impure node) without passing through a region are live; only they get a table. For a chain of
+a kept effect: an observable in-place write, an assert) without passing through a region are live;
+only they get a table. For a chain of
 blocks that is the last block's output: state memory is (order + 1) x live outputs, not x blocks.
 """
 
@@ -15,6 +16,7 @@ import torch.fx as fx
 
 from ..options import TaylorSeerOptions
 from .regions import REGIONS_KEY
+from .side_effects import live_nodes as live_values
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +25,9 @@ def mark_live_outputs(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.Gra
     """Set ``region.live`` for every region in ``gm.meta["ts_regions"]``."""
     regions = gm.meta[REGIONS_KEY]
     owner = {node: region for region in regions for node in region.nodes}
-    live_nodes: set[fx.Node] = set()
-
-    roots = [n for n in gm.graph.nodes if n.op == "output"
-             or (n.op != "placeholder" and n not in owner and n.is_impure())]
-    stack, seen = list(roots), set(roots)
-    while stack:
-        node = stack.pop()
-        if node in owner:  # a region value reached from outside: live; do not enter the region
-            live_nodes.add(node)
-            continue
-        for arg in node.all_input_nodes:
-            if arg not in seen:
-                seen.add(arg)
-                stack.append(arg)
+    # What a forecast step needs: regions are opaque (reached, never entered), in-place writes
+    # count only when something outside the regions reads what they wrote.
+    live_nodes = {node for node in live_values(gm.graph, opaque=owner.keys()) if node in owner}
 
     for region in regions:
         region.live = [out in live_nodes for out in region.outputs]

@@ -5,7 +5,8 @@ lower `torch.cond` to a device->host sync and disable CUDA graphs). `specialize_
 inlines every compute branch: regions run and their tables are updated in place with
 `aten.copy_` (which dead-code elimination keeps). `specialize_guards(gm, False)` inlines every
 forecast branch: the regions disappear, and so does everything that only fed them (embedders,
-rotary tables...) once dead code is eliminated. Both keep the guarded graph's inputs minus the
+rotary tables, in-place writes only the regions read) once dead code is eliminated; writes and
+effects something else observes stay (`side_effects`). Both keep the guarded graph's inputs minus the
 guard, so one calling convention serves both.
 """
 
@@ -19,6 +20,7 @@ import torch.fx as fx
 from ..options import TaylorSeerOptions
 from .insert_guards import COND_ONLY, GUARDS_KEY
 from .regions import REGIONS_KEY, SKIPPED_KEY
+from .side_effects import eliminate_dead_code
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,13 @@ def specialize_guards(gm: fx.GraphModule, compute: bool) -> fx.GraphModule:
                 graph.erase_node(attr)
     pred = next(n for n in graph.nodes if n.op == "placeholder" and n.name == "ts_compute")
     graph.erase_node(pred)
-    graph.eliminate_dead_code()
+    removed = eliminate_dead_code(out)
     for name, _ in list(out.named_children()):
         if name.startswith(("ts_compute_", "ts_forecast_")):
             delattr(out, name)
     graph.lint()
     out.recompile()
-    log.info("specialize_guards(%s): %d nodes", "compute" if compute else "forecast",
-             sum(1 for n in graph.nodes if n.op not in ("placeholder", "output")))
+    log.info("specialize_guards(%s): %d nodes, %d dead ones removed",
+             "compute" if compute else "forecast",
+             sum(1 for n in graph.nodes if n.op not in ("placeholder", "output")), removed)
     return out
