@@ -192,8 +192,12 @@ class BlockModel(nn.Module):
 
     ``forward(x, t)``: x (batch, tokens, width) float, t 0-d or (batch,).
     Lists ``blocks0``, ``blocks1``, ... alternate between :class:`AdaLNBlock`
-    (even lists) and :class:`AttnBlock` (odd lists).
+    (even lists) and :class:`AttnBlock` (odd lists). Like diffusers models it declares its block
+    classes (``_no_split_modules``): the MLP-only blocks would not count as the block stack
+    beside attention blocks otherwise.
     """
+
+    _no_split_modules = ["AdaLNBlock", "AttnBlock"]
 
     def __init__(self, spec: ModelSpec):
         super().__init__()

@@ -23,7 +23,7 @@ import torch.fx as fx
 
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
-from .passes import NotApplicable, build_graphs
+from .passes import NotApplicable, build_graphs, declared_block_classes
 from .runtime import Controller, GraphRuntime
 from .state import TableShapes, TaylorState
 
@@ -148,8 +148,9 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
         return _plain(gm, example_inputs, settings, controller,
                       "grad is enabled (TaylorSeer is for inference: wrap the loop in "
                       "torch.no_grad() or torch.inference_mode())")
+    module = _module_being_compiled()
     try:
-        graphs = build_graphs(gm, settings)
+        graphs = build_graphs(gm, settings, declared_block_classes(module))
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
@@ -162,6 +163,6 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     compute_fn = compile_graph(graphs.compute, inputs, settings)
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
-    attach_to_diffusers_model(_module_being_compiled(), controller)
+    attach_to_diffusers_model(module, controller)
     return GraphRuntime.for_graphs(controller, graphs, compute_fn, forecast_fn, device,
                                    time_index=time_index)

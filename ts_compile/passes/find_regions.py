@@ -1,8 +1,8 @@
 """Pass 1: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
 
-cut="block": a region is one call of a transformer block, i.e. a numbered child of a module list
-whose called children (two or more) all share one class that is not a torch.nn leaf module,
-taken at the outermost such level. cut=[regex, ...]: a region is one call of the outermost module whose path
+cut="block": a region is one call of a transformer block, i.e. a numbered child of the model's
+block stack: the outermost module lists of one non-leaf class whose children run attention or
+that the model declares as its blocks (see `_block_selector`). cut=[regex, ...]: a region is one call of the outermost module whose path
 matches one of the expressions. Regions that cannot be forecast safely (cycles through outside
 code, in-place writes to outside values, non-tensor outputs) are skipped with the reason.
 """
@@ -20,7 +20,8 @@ from torch.fx.passes.utils.fuser_utils import validate_partition
 
 from ..options import TaylorSeerOptions
 from .gated_branches import select_gated_branches
-from .regions import REGIONS_KEY, SKIPPED_KEY, Region, example_value, is_tensor_value, module_stack
+from .regions import (DECLARED_BLOCKS_KEY, REGIONS_KEY, SKIPPED_KEY, Region, example_value,
+                      is_tensor_value, module_stack)
 from .side_effects import has_effect, storages, written_values
 
 log = logging.getLogger(__name__)
@@ -28,15 +29,30 @@ log = logging.getLogger(__name__)
 _INDEXED = re.compile(r"(?:(.*)\.)?(\d+)")  # "blocks.3", or "3" when the root is the list
 
 
-def _block_selector(nodes: list[fx.Node]):
-    """Select (path, class) pairs that are repeated children of a homogeneous module list.
+def _is_attention(node: fx.Node) -> bool:
+    """An attention kernel, fused (scaled_dot_product_attention, flex/flash attention) or
+    written out (its softmax): the compute a transformer block is built around."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    name = str(name or node.target).lower()
+    return "attention" in name or "softmax" in name
 
-    A list qualifies when two or more of its numbered children are called, all of one class, and
-    they are not torch.nn leaf modules (the Linears of a `Sequential(Linear, SiLU, Linear)`
-    embedder are no blocks; a `Sequential` of layers is).
+
+def _block_selector(nodes: list[fx.Node], declared: frozenset[str] = frozenset()):
+    """Select (path, class) pairs that are the children of the model's block stack.
+
+    Candidates are module lists whose numbered children are called, all of one class that is not a
+    torch.nn leaf module (the Linears of a `Sequential(Linear, SiLU, Linear)` embedder are no
+    blocks; a `Sequential` of layers is). The block stack is the candidates that carry the model's
+    compute: their children run attention in this graph, or the model declares their class as its
+    block (diffusers' `_repeated_blocks` / `_no_split_modules`, in `declared`, which also covers a
+    block whose attention sits in another graph after a graph break). Such a list counts with a
+    single block (tiny configs). Without any, lists of two or more children count, as before.
+    Only the outermost level is taken: lists nested deeper (HunyuanVideo's token refiner under
+    `context_embedder`) belong to the embedding work.
     """
     children: dict[str, dict[str, str]] = defaultdict(dict)  # list path -> index -> class
     composite: set[str] = set()  # paths of modules that call other modules
+    attending: set[str] = set()  # paths of modules inside which attention runs
     for node in nodes:
         stack = module_stack(node)
         for depth, (_, path, cls) in enumerate(stack):
@@ -45,24 +61,32 @@ def _block_selector(nodes: list[fx.Node]):
                 children[match.group(1) or ""][match.group(2)] = cls
             if depth + 1 < len(stack):
                 composite.add(path)
+        if _is_attention(node):
+            attending.update(path for _, path, _ in stack)
 
-    def is_block_list(parent: str, members: dict[str, str]) -> bool:
+    def member(parent: str, index: str) -> str:
+        return f"{parent}.{index}".lstrip(".")
+
+    candidates = {}
+    for parent, members in children.items():
         classes = set(members.values())
-        if len(members) < 2 or len(classes) != 1:
-            return False
-        torch_leaf = classes.pop().startswith("torch.nn.modules.")
-        return not torch_leaf or all(f"{parent}.{i}".lstrip(".") in composite for i in members)
-
-    block_lists = {parent: next(iter(members.values()))
-                   for parent, members in children.items() if is_block_list(parent, members)}
-    # Only the outermost level: lists nested deeper (e.g. HunyuanVideo's text-token refiner under
-    # `context_embedder`) are part of the embedding work, not the transformer's block stack.
-    depth = min((p.count(".") + bool(p) for p in block_lists), default=0)
-    block_lists = {p: c for p, c in block_lists.items() if p.count(".") + bool(p) == depth}
+        if len(classes) != 1:
+            continue
+        cls = classes.pop()
+        if not cls.startswith("torch.nn.modules.") or all(
+                member(parent, i) in composite for i in members):
+            candidates[parent] = (cls, members)
+    stacks = {parent: cls for parent, (cls, members) in candidates.items()
+              if cls.rsplit(".", 1)[-1] in declared
+              or any(member(parent, i) in attending for i in members)}
+    if not stacks:
+        stacks = {parent: cls for parent, (cls, members) in candidates.items() if len(members) >= 2}
+    depth = min((p.count(".") + bool(p) for p in stacks), default=0)
+    stacks = {p: c for p, c in stacks.items() if p.count(".") + bool(p) == depth}
 
     def select(path: str, cls: str) -> bool:
         match = _INDEXED.fullmatch(path)
-        return bool(match) and block_lists.get(match.group(1) or "") == cls
+        return bool(match) and stacks.get(match.group(1) or "") == cls
 
     return select
 
@@ -172,10 +196,11 @@ def _child_of_outermost(select):
 def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
     """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
     nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    declared = frozenset(gm.meta.get(DECLARED_BLOCKS_KEY, ()))
     if settings.cut == "block":
-        grouped = _group(nodes, _outermost(_block_selector(nodes)))
+        grouped = _group(nodes, _outermost(_block_selector(nodes, declared)))
     elif settings.cut == "paper":
-        select = _block_selector(nodes)
+        select = _block_selector(nodes, declared)
         blocks = _group(nodes, _outermost(select))
         children = _group(nodes, _child_of_outermost(select))
         grouped = select_gated_branches(blocks, children)

@@ -11,6 +11,17 @@ import torch.fx as fx
 # Keys the passes leave on `gm.meta` for the next pass and for `ts_compile.explain`.
 REGIONS_KEY = "ts_regions"
 SKIPPED_KEY = "ts_skipped_regions"
+# Set by the caller before the passes: class names the model declares as its blocks (diffusers'
+# `_repeated_blocks` and `_no_split_modules`), for graphs that do not show a block's attention.
+DECLARED_BLOCKS_KEY = "ts_declared_blocks"
+
+
+def declared_block_classes(model) -> frozenset[str]:
+    """Class names a model declares as its transformer blocks (empty for plain modules)."""
+    names = set()
+    for attribute in ("_repeated_blocks", "_no_split_modules"):
+        names.update(getattr(type(model), attribute, None) or ())
+    return frozenset(n for n in names if isinstance(n, str))
 
 
 @dataclasses.dataclass
