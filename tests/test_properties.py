@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import ts_compile
 from ts_compile.options import TaylorSeerOptions
-from ts_compile.passes import build_graphs, declared_block_classes
+from ts_compile.passes import build_graphs, declared_block_lists
 from ts_compile.passes.regions import module_stack
 from ts_compile.taylor import compute_step_scalars, forecast_step_scalars, scalars_vector
 
@@ -75,7 +75,7 @@ def test_rewritten_graphs_are_well_formed(spec, order):
     model = build_model(spec)
     x, t = make_inputs(spec), torch.tensor(0.25)
     gm, user_inputs = capture(model, x, t)
-    graphs = build_graphs(gm, TaylorSeerOptions(order=order), declared_block_classes(model))
+    graphs = build_graphs(gm, TaylorSeerOptions(order=order), declared_block_lists(model))
     paths = block_paths(spec)
 
     # Regions: exactly the blocks. Live outputs: only the last block's.

@@ -10,7 +10,7 @@ import torch
 
 from .backend import CONTROLLER_ATTR
 from .options import TaylorSeerOptions
-from .passes import NotApplicable, build_graphs, declared_block_classes
+from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runtime import Controller
 
 
@@ -95,7 +95,7 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
 
     def capture(gm, example_inputs, **_):
         try:
-            graphs = build_graphs(gm, settings, declared_block_classes(model))
+            graphs = build_graphs(gm, settings, declared_block_lists(model))
         except NotApplicable as err:
             found.append(Explanation([], [], [], 0, str(err), ""))
             return gm

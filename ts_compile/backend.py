@@ -23,7 +23,7 @@ import torch.fx as fx
 
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
-from .passes import NotApplicable, build_graphs, declared_block_classes
+from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runtime import Controller, GraphRuntime
 from .state import TableShapes, TaylorState
 
@@ -150,7 +150,7 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
                       "torch.no_grad() or torch.inference_mode())")
     module = _module_being_compiled()
     try:
-        graphs = build_graphs(gm, settings, declared_block_classes(module))
+        graphs = build_graphs(gm, settings, declared_block_lists(module))
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 

@@ -1,8 +1,8 @@
 """Pass 1: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
 
 cut="block": a region is one call of a transformer block, i.e. a numbered child of the model's
-block stack: the outermost module lists of one non-leaf class whose children run attention or
-that the model declares as its blocks (see `_block_selector`). cut=[regex, ...]: a region is one call of the outermost module whose path
+block stack: the module lists the model's module tree declares as its blocks, or else the
+outermost lists of one non-leaf class whose children run attention (see `_block_selector`). cut=[regex, ...]: a region is one call of the outermost module whose path
 matches one of the expressions. Regions that cannot be forecast safely (cycles through outside
 code, in-place writes to outside values, non-tensor outputs) are skipped with the reason.
 """
@@ -20,7 +20,7 @@ from torch.fx.passes.utils.fuser_utils import validate_partition
 
 from ..options import TaylorSeerOptions
 from .gated_branches import select_gated_branches
-from .regions import (DECLARED_BLOCKS_KEY, REGIONS_KEY, SKIPPED_KEY, Region, example_value,
+from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, Region, example_value,
                       is_tensor_value, module_stack)
 from .side_effects import has_effect, storages, written_values
 
@@ -40,15 +40,15 @@ def _is_attention(node: fx.Node) -> bool:
 def _block_selector(nodes: list[fx.Node], declared: frozenset[str] = frozenset()):
     """Select (path, class) pairs that are the children of the model's block stack.
 
-    Candidates are module lists whose numbered children are called, all of one class that is not a
-    torch.nn leaf module (the Linears of a `Sequential(Linear, SiLU, Linear)` embedder are no
-    blocks; a `Sequential` of layers is). The block stack is the candidates that carry the model's
-    compute: their children run attention in this graph, or the model declares their class as its
-    block (diffusers' `_repeated_blocks` / `_no_split_modules`, in `declared`, which also covers a
-    block whose attention sits in another graph after a graph break). Such a list counts with a
-    single block (tiny configs). Without any, lists of two or more children count, as before.
-    Only the outermost level is taken: lists nested deeper (HunyuanVideo's token refiner under
-    `context_embedder`) belong to the embedding work.
+    When the model's module tree declares its block lists (`declared`, see
+    `regions.declared_block_lists`), those are the stack, with any number of blocks, and nothing
+    else is: a graph that holds only a text refiner after a graph break gets no region.
+    Otherwise the graph decides: candidates are module lists whose numbered children are called,
+    all of one class that is not a torch.nn leaf module (the Linears of a `Sequential(Linear,
+    SiLU, Linear)` embedder are no blocks; a `Sequential` of layers is); the stack is the
+    candidates whose children run attention, with one block enough (tiny configs), or, if none
+    does, those with two or more children. Only the outermost such level counts: lists nested
+    deeper (HunyuanVideo's token refiner under `context_embedder`) belong to the embedding work.
     """
     children: dict[str, dict[str, str]] = defaultdict(dict)  # list path -> index -> class
     composite: set[str] = set()  # paths of modules that call other modules
@@ -76,13 +76,16 @@ def _block_selector(nodes: list[fx.Node], declared: frozenset[str] = frozenset()
         if not cls.startswith("torch.nn.modules.") or all(
                 member(parent, i) in composite for i in members):
             candidates[parent] = (cls, members)
-    stacks = {parent: cls for parent, (cls, members) in candidates.items()
-              if cls.rsplit(".", 1)[-1] in declared
-              or any(member(parent, i) in attending for i in members)}
-    if not stacks:
-        stacks = {parent: cls for parent, (cls, members) in candidates.items() if len(members) >= 2}
-    depth = min((p.count(".") + bool(p) for p in stacks), default=0)
-    stacks = {p: c for p, c in stacks.items() if p.count(".") + bool(p) == depth}
+    if declared:
+        stacks = {parent: cls for parent, (cls, _) in candidates.items() if parent in declared}
+    else:
+        stacks = {parent: cls for parent, (cls, members) in candidates.items()
+                  if any(member(parent, i) in attending for i in members)}
+        if not stacks:
+            stacks = {parent: cls for parent, (cls, members) in candidates.items()
+                      if len(members) >= 2}
+        depth = min((p.count(".") + bool(p) for p in stacks), default=0)
+        stacks = {p: c for p, c in stacks.items() if p.count(".") + bool(p) == depth}
 
     def select(path: str, cls: str) -> bool:
         match = _INDEXED.fullmatch(path)
@@ -146,18 +149,37 @@ def _why_unsupported(region: Region, position: dict[fx.Node, int],
 
 
 def _without_free_scalars(nodes: list[fx.Node]) -> list[fx.Node]:
-    """Drop scalar (non-tensor) nodes that read nothing computed in the region.
+    """Drop scalar (non-tensor) nodes that read nothing computed in the region and are read
+    outside it.
 
     With dynamic shapes Dynamo turns float defaults into inputs read with `.item()` (e.g.
     `dispatch_attention_fn`'s dropout_p, read once in the first block and reused by every later
     one); kept in the region, such a value would be a non-tensor output and the whole block would
-    be computed on every step. Outside it, it is just one more input of the region.
+    be computed on every step. Outside it, it is just one more input of the region. Scalar calls
+    that only the region reads, or nobody (vmap's nesting counters), stay where they are.
     """
+    members = set(nodes)
     kept: set[fx.Node] = set()
     for node in nodes:  # graph order: a node's inputs come before it
-        if is_tensor_value(node) or any(arg in kept for arg in node.all_input_nodes):
+        if (is_tensor_value(node) or any(arg in kept for arg in node.all_input_nodes)
+                or all(user in members for user in node.users)):
             kept.add(node)
     return [node for node in nodes if node in kept]
+
+
+def _with_unattributed(region_nodes: list[fx.Node], nodes: list[fx.Node],
+                       position: dict[fx.Node, int]) -> list[fx.Node]:
+    """Add the nodes between the region's nodes that Dynamo attributed to no module (e.g. the
+    `_vmap_decrement_nesting` closing a vmap the block opened) and that only the region reads:
+    they are part of the module's call, and left outside they would split it."""
+    members = set(region_nodes)
+    first, last = position[region_nodes[0]], position[region_nodes[-1]]
+    for node in nodes[first + 1:last]:
+        if node not in members and not module_stack(node) and node.users.keys() <= members \
+                and all(arg in members or arg.op in ("placeholder", "get_attr")
+                        or position.get(arg, -1) < first for arg in node.all_input_nodes):
+            members.add(node)
+    return sorted(members, key=position.__getitem__)
 
 
 def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
@@ -169,8 +191,9 @@ def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
             key, path, cls = entry
             suffix = key[key.index("@"):] if "@" in key else ""
             grouped.setdefault(key, Region(path + suffix, cls, [], [], [])).nodes.append(node)
+    position = {node: i for i, node in enumerate(nodes)}
     for region in grouped.values():
-        region.nodes = _without_free_scalars(region.nodes)
+        region.nodes = _without_free_scalars(_with_unattributed(region.nodes, nodes, position))
         members = set(region.nodes)
         region.inputs = list(dict.fromkeys(
             arg for node in region.nodes for arg in node.all_input_nodes if arg not in members))
@@ -196,7 +219,7 @@ def _child_of_outermost(select):
 def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
     """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
     nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
-    declared = frozenset(gm.meta.get(DECLARED_BLOCKS_KEY, ()))
+    declared = frozenset(gm.meta.get(BLOCK_LISTS_KEY, ()))
     if settings.cut == "block":
         grouped = _group(nodes, _outermost(_block_selector(nodes, declared)))
     elif settings.cut == "paper":

@@ -11,17 +11,30 @@ import torch.fx as fx
 # Keys the passes leave on `gm.meta` for the next pass and for `ts_compile.explain`.
 REGIONS_KEY = "ts_regions"
 SKIPPED_KEY = "ts_skipped_regions"
-# Set by the caller before the passes: class names the model declares as its blocks (diffusers'
-# `_repeated_blocks` and `_no_split_modules`), for graphs that do not show a block's attention.
-DECLARED_BLOCKS_KEY = "ts_declared_blocks"
+# Set by the caller before the passes: paths of the module lists the model's own module tree
+# declares as its block stack (see `declared_block_lists`); empty when the model is not known or
+# declares nothing.
+BLOCK_LISTS_KEY = "ts_declared_block_lists"
 
 
-def declared_block_classes(model) -> frozenset[str]:
-    """Class names a model declares as its transformer blocks (empty for plain modules)."""
-    names = set()
+def declared_block_lists(model) -> frozenset[str]:
+    """Paths of the model's block stack as its module tree says: the outermost module lists whose
+    children are all of one class the model declares as its block (diffusers'
+    `_repeated_blocks` and `_no_split_modules`). Empty for models that declare nothing."""
+    if not isinstance(model, torch.nn.Module):
+        return frozenset()
+    declared = set()
     for attribute in ("_repeated_blocks", "_no_split_modules"):
-        names.update(getattr(type(model), attribute, None) or ())
-    return frozenset(n for n in names if isinstance(n, str))
+        declared.update(n for n in (getattr(type(model), attribute, None) or ()) if isinstance(n, str))
+    lists = []
+    for path, module in model.named_modules():
+        children = list(module.named_children())
+        classes = {type(child).__name__ for _, child in children}
+        if children and all(name.isdigit() for name, _ in children) and len(classes) == 1 \
+                and classes <= declared:
+            lists.append(path)
+    depth = min((p.count(".") + bool(p) for p in lists), default=0)
+    return frozenset(p for p in lists if p.count(".") + bool(p) == depth)
 
 
 @dataclasses.dataclass
