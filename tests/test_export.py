@@ -16,8 +16,9 @@ import pytest
 import torch
 
 import ts_compile
-from ts_compile.deploy import (FORMAT_VERSION, ArtefactError, _option_mismatches,
-                               _options_from_json, _options_to_json, export, load)
+from ts_compile.artefact import (FORMAT_VERSION, ArtefactError, option_mismatches,
+                                 options_from_json, options_to_json)
+from ts_compile.deploy import export, load
 from ts_compile.options import TaylorSeerOptions
 from ts_compile.schedule import computed_steps
 
@@ -271,15 +272,15 @@ def test_options_round_trip_through_json():
     settings = TaylorSeerOptions.coerce({"order": 3, "schedule": [0, 2, 5], "num_steps": 8,
                                          "cut": [r"blocks\.\d+"], "state_dtype": "bfloat16",
                                          "max_autotune": False})
-    record = json.loads(json.dumps(_options_to_json(settings)))
-    assert _options_from_json(record) == settings
-    assert _option_mismatches(settings, settings) == []
+    record = json.loads(json.dumps(options_to_json(settings)))
+    assert options_from_json(record) == settings
+    assert option_mismatches(settings, settings) == []
     # the Dynamo path's inner compiler is no property of an artefact
-    assert _option_mismatches(settings, TaylorSeerOptions.coerce(
-        {**_options_to_json(settings), "compiler": "eager"})) == []
+    assert option_mismatches(settings, TaylorSeerOptions.coerce(
+        {**options_to_json(settings), "compiler": "eager"})) == []
     other = TaylorSeerOptions.coerce({"order": 1})
     assert any(m.startswith("order: artefact has 3, expected 1")
-               for m in _option_mismatches(settings, other))
+               for m in option_mismatches(settings, other))
 
 
 def test_export_refuses_a_model_without_blocks(tmp_path):
