@@ -82,12 +82,16 @@ def embed_record(file: Path, role: str, manifest_core: Mapping[str, Any]) -> Non
 
 
 def open_session(file: Path, name: str):
-    """An ONNX Runtime session on the CPU (parsing a model runs no code from it; a custom-op
-    library would have to be registered by the caller, which the runner never does)."""
+    """An ONNX Runtime session on the CPU, with torch's intra-op thread count (parsing a model
+    runs no code from it; a custom-op library would have to be registered, which the runner
+    never does)."""
     import onnxruntime
 
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as torch.set_num_threads says
     try:
-        return onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(file), options,
+                                            providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - report which package, keep the cause
         raise ArtefactError(f"ts_compile.load: ONNX Runtime could not load the {name} program "
                             f"{file}: {err}") from err
