@@ -196,7 +196,7 @@ def fuzz_copy(flux, tmp_path_factory):
     return copy, _manifest(copy)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_manifest_fields_fail_with_artefact_error(fuzz_copy, data):

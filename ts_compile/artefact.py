@@ -196,7 +196,11 @@ def check_manifest(manifest: dict[str, Any], path: Path, device: str | torch.dev
         raise ArtefactError(f"ts_compile.load: {path} was exported with torch {built_with}, this "
                             f"is torch {torch.__version__}; compiled packages are not portable "
                             "across torch versions. Export it again with this torch.")
-    made_for = torch.device(manifest["device"])
+    try:
+        made_for = torch.device(manifest["device"])
+    except (RuntimeError, TypeError) as err:
+        raise ArtefactError(f"ts_compile.load: {path} records an invalid device "
+                            f"{manifest['device']!r}: {err}") from err
     wanted = None if device is None else torch.device(device)
     if wanted is not None and (wanted.type != made_for.type or None not in (
             wanted.index, made_for.index) and wanted.index != made_for.index):

@@ -111,7 +111,7 @@ def read_record(session, file: Path) -> dict[str, Any]:
 
 
 def check_session(session, name: str, file: Path, specs: list[InputSpec],
-                  num_outputs: int, num_tables: int) -> None:
+                  num_outputs: int, num_rows: int) -> None:
     """The manifest's layout must be the model's own inputs; its state outputs tell its role."""
     inputs = session.get_inputs()
     if len(inputs) != len(specs):
@@ -127,7 +127,7 @@ def check_session(session, name: str, file: Path, specs: list[InputSpec],
                 f"{list(spec.shape)} and dtype {spec.dtype}; the {name} model {file.name} takes "
                 f"shape {list(given.shape)} and {given.type}")
     state_outputs = len(session.get_outputs()) - num_outputs
-    role = {num_tables + 1: "compute", 1: "forecast"}.get(state_outputs)
+    role = {num_rows + 1: "compute", 1: "forecast"}.get(state_outputs)
     if role != name:
         raise ArtefactError(
             f"ts_compile.load: manifest field packages.{name} names {file.name}, which returns "
@@ -138,15 +138,15 @@ def check_session(session, name: str, file: Path, specs: list[InputSpec],
 def load_programs(sessions: Mapping[str, Any], files: Mapping[str, Path],
                   specs: list[InputSpec], manifest: Mapping[str, Any]) -> dict[str, Callable]:
     num_outputs = pytree.treespec_loads(manifest["outputs"]["out_spec"]).num_leaves
-    num_tables = len(specs) - 1 - sum(1 for s in specs if s.field.startswith("inputs."))
+    num_rows = sum(1 for s in specs if s.field.startswith("state.tables"))  # all tables' rows
     programs = {}
     for name, session in sessions.items():
-        check_session(session, name, files[name], specs, num_outputs, num_tables)
-        programs[name] = _runner(session, num_outputs, num_tables if name == "compute" else 0)
+        check_session(session, name, files[name], specs, num_outputs, num_rows)
+        programs[name] = _runner(session, num_outputs, num_rows if name == "compute" else 0)
     return programs
 
 
-def _runner(session, num_outputs: int, num_tables: int) -> Callable:
+def _runner(session, num_outputs: int, num_rows: int) -> Callable:
     """`fn(*user, *tables, scalars) -> outputs`, writing the returned state into the inputs
     (tables only for the compute program; the scalars' counters for both)."""
     names = [i.name for i in session.get_inputs()]
@@ -154,7 +154,7 @@ def _runner(session, num_outputs: int, num_tables: int) -> Callable:
 
     def program(*flat: torch.Tensor) -> list[torch.Tensor]:
         results = run(None, {n: t.numpy() for n, t in zip(names, flat)})
-        state = flat[len(flat) - num_tables - 1:] if num_tables else flat[-1:]
+        state = flat[len(flat) - num_rows - 1:] if num_rows else flat[-1:]
         for target, value in zip(state, results[num_outputs:]):
             target.copy_(torch.from_numpy(value))
         return [torch.from_numpy(r) for r in results[:num_outputs]]
