@@ -232,7 +232,8 @@ def test_calls_that_do_not_fit_the_artefact_fail_clearly(flux):
     good = flux_step_kwargs(1.0)
     with pytest.raises(ArtefactError, match=r"input hidden_states must have shape \[1, 64, 16\]"):
         runner(**{**good, "hidden_states": torch.zeros(1, 32, 16)})
-    with pytest.raises(ArtefactError, match="exported as the constant False, got True"):
+    with pytest.raises(ArtefactError,
+                       match="input return_dict was exported as the constant False, got bool True"):
         runner(**{**good, "return_dict": True})
     with pytest.raises(ArtefactError, match="structure differs"):
         runner(**{**good, "joint_attention_kwargs": {"scale": 0.5}})

@@ -67,7 +67,7 @@ def export_program(program: torch.nn.Module, example: tuple, file: Path, *, num_
                             f"interface, which has no {', '.join(bad)}; use state_dtype "
                             "'float32' or 'float16' and float32/float16 inputs, or format='aoti'")
     with torch.no_grad():
-        torch.onnx.export(_Functional(program, num_state, role), example, str(file),
+        torch.onnx.export(_Functional(program, num_state, role).eval(), example, str(file),
                           dynamo=True, external_data=False, verbose=False,
                           input_names=[f"in_{i}" for i in range(len(example))])
 
