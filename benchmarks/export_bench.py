@@ -1,24 +1,25 @@
-"""The deployment artefact (ts_compile.export) against the Dynamo path: sizes, times, latency.
+"""Deployment stacks against the Dynamo path: sizes, times, per-call latency of each program.
 
     python benchmarks/export_bench.py [--models flux,dit] [--device cpu] [--repeat 20]
-                                      [--threads N] [--cold]
+                                      [--threads N] [--cold] [--stacks aoti,onnx,openvino]
     python benchmarks/export_bench.py --device cuda      # the GPU variant (`gpu_check`)
 
 For each tiny model (random weights, no download; FLUX: the issue's 2 double + 2 single block
 config with 64 image tokens, DiT: tests/diffusers_models.tiny_dit):
 
-1. export: `export` (ts_compile/deploy.py) with options order=2, interval=3, warmup=2. Times
-   come from the manifest's `build` record (trace + passes, then each AOTInductor compile) and
-   the wall clock; sizes are the files of the artefact.
+1. export, per artefact format (aoti, onnx): `export` (ts_compile/deploy.py) with options
+   order=2, interval=3, warmup=2. Times come from the manifest's `build` record (trace + passes,
+   then each program's compile) and the wall clock; sizes are the files of the artefact.
 2. cold start, in a new interpreter (what a server pays): imports (torch, ts_compile.deploy,
-   AOTInductor's loader), `load` (manifest checks, SHA-256 of both packages, both opened by
-   AOTInductor), the first call (a computed step).
+   AOTInductor's loader), `load` (manifest and record checks, SHA-256 of both packages, both
+   opened and probed), the first call (a computed step).
 3. latency, median over `--repeat` generations of `--steps` steps, per kind of step (a step counts
-   as computed or forecast from the runner's / compiled model's `stats()` delta):
-   eager model (no TaylorSeer); the Dynamo path `torch.compile(backend="taylorseer")` with the
-   Inductor compiler; the loaded runner (`ExportedTaylorSeer`: input checks + host dispatch + the
-   package); each package called directly (`loader.run`, no dispatch).
-4. agreement: max |runner - Dynamo path| over one generation.
+   as computed or forecast from the runner's / compiled model's `stats()` delta), one row per
+   stack: the eager model (no TaylorSeer); the Dynamo path `torch.compile(backend="taylorseer")`
+   with Inductor, and with OpenVINO as the inner compiler (f32); each loaded runner
+   (`ExportedTaylorSeer`: input checks + host dispatch + the program); each runner's programs
+   called directly (no dispatch).
+4. agreement: max |stack - Dynamo path with Inductor| over one generation.
 
 Every number in docs/deployment.md comes from this script's output.
 """
@@ -39,7 +40,8 @@ from tabulate import tabulate
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import ts_compile  # noqa: E402
-from ts_compile.deploy import export, load, package_sizes  # noqa: E402
+from ts_compile.artefact import read_manifest as load_manifest  # noqa: E402
+from ts_compile.deploy import FORMATS, export, load, package_sizes  # noqa: E402
 from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: E402
 
 OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
@@ -150,31 +152,51 @@ def _load_in_new_process(path: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def bench_model(name: str, device: str | torch.device = "cpu", steps: int = 10,
-                repeat: int = 10, workdir: str | None = None) -> tuple[dict, dict]:
-    """Export, load and time one model on `device`; returns (artefact row, latency row)."""
-    device = torch.device(device)
-    model, make_kwargs = BUILDERS[name](device)
-    root = Path(workdir or tempfile.mkdtemp(prefix="ts_export_bench_"))
-    path = root / f"{name}-{device.type}.tsaot"
+STACKS = ("aoti", "onnx", "openvino")  # besides the Dynamo path with Inductor, always measured
+_NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("openvino",)}
 
-    t0 = time.perf_counter()
-    export(model, (), make_kwargs(0, steps), options=OPTIONS, path=path)
-    export_s = time.perf_counter() - t0
-    runner = load(path, options=OPTIONS, device=device)
-    cold = _load_in_new_process(path)
-    load_before = os.getloadavg()[0]
-    manifest = runner.manifest
-    build = manifest["build"]
+
+def available_stacks(requested: list[str], device: torch.device) -> tuple[list[str], list[str]]:
+    """The stacks that can run here, and a note for each one that cannot."""
+    import importlib.util
+
+    kept, notes = [], []
+    for stack in requested:
+        missing = [m for m in _NEEDS.get(stack, ()) if importlib.util.find_spec(m) is None]
+        if missing:
+            notes.append(f"{stack}: skipped, not installed ({', '.join(missing)}; pip install "
+                         f"-e '.[{stack}]')")
+        elif stack in ("onnx", "openvino") and device.type != "cpu":
+            notes.append(f"{stack}: skipped, measured on the CPU only here")
+        else:
+            kept.append(stack)
+    return kept, notes
+
+
+def openvino_compiler(threads: int):
+    """OpenVINO's Dynamo backend with float32 inference (without the hint it computes in bf16
+    on CPUs with avx512_bf16) and torch's thread count."""
+    import functools
+
+    from torch._dynamo.backends.registry import lookup_backend
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}
+    return functools.partial(lookup_backend("openvino"), options={"config": config})
+
+
+def _artefact_row(name: str, device: torch.device, fmt: str, path: Path, export_s: float,
+                  cold: dict) -> dict:
+    build = load_manifest(path)["build"]
     sizes = package_sizes(path)
-    artefact = {
-        "model": name, "device": device.type,
+    suffix = FORMATS[fmt]
+    return {
+        "model": name, "device": device.type, "format": fmt,
         "trace+passes s": build["trace_s"],
         "compute compile s": build["compute_compile_s"],
         "forecast compile s": build["forecast_compile_s"],
         "export total s": round(export_s, 1),
-        "compute.pt2 MB": round(sizes["compute.pt2"] / 1e6, 2),
-        "forecast.pt2 MB": round(sizes["forecast.pt2"] / 1e6, 2),
+        "compute MB": round(sizes[f"compute{suffix}"] / 1e6, 2),
+        "forecast MB": round(sizes[f"forecast{suffix}"] / 1e6, 2),
         "manifest kB": round(sizes["manifest.json"] / 1e3, 1),
         "compute ops": "{} -> {}".format(*build["compute_ops"]),
         "forecast ops": "{} -> {}".format(*build["forecast_ops"]),
@@ -183,69 +205,111 @@ def bench_model(name: str, device: str | torch.device = "cpu", steps: int = 10,
         "new proc: 1st call s": cold["first_call_s"],
     }
 
+
+def _program_calls(runner, make_kwargs, steps: int) -> dict:
+    """Each program of a loaded runner alone: flat tensors + the runner's own state tensors, no
+    dispatch (for ONNX this includes copying the returned state back)."""
+    runtime = runner._runtime
+    runner(**make_kwargs(0, steps))  # allocates the state
+    runner.reset()
+    state = next(iter(runtime.states.values()))
+    flat = [v for v in torch.utils._pytree.tree_leaves(
+        torch.export._tree_utils.reorder_kwargs(make_kwargs(3, steps), runner._in_spec))
+        if isinstance(v, torch.Tensor)]
+    return {k: (lambda f=fn: f(*flat, *state.tables, state.scalars))
+            for k, fn in (("computed", runtime.compute_fn), ("forecast", runtime.forecast_fn))}
+
+
+def _max_diff(a, b, make_kwargs, steps: int) -> float:
+    """Largest output difference over one generation, both from a fresh state."""
+    ts_compile.reset(a)
+    ts_compile.reset(b)
+    return max((a(**make_kwargs(s, steps))[0] - b(**make_kwargs(s, steps))[0]).abs().max().item()
+               for s in range(steps))
+
+
+def bench_model(name: str, device: str | torch.device = "cpu", steps: int = 10,
+                repeat: int = 10, workdir: str | None = None,
+                stacks: list[str] = ("aoti",)) -> tuple[list[dict], list[dict]]:
+    """Export, load, compile and time one model on each stack; returns (artefact rows, latency
+    rows). The Dynamo path with Inductor is always measured: it is what the others are compared
+    with."""
+    device = torch.device(device)
+    model, make_kwargs = BUILDERS[name](device)
+    root = Path(workdir or tempfile.mkdtemp(prefix="ts_export_bench_"))
+    artefacts = []
+    # label -> (the model-like callable, its stats(), how it was built: seconds)
+    variants: dict[str, tuple] = {}
     with torch.no_grad():
-        compiled = torch.compile(model, backend="taylorseer",
-                                 options={**OPTIONS, "compiler": "inductor"})
-        t0 = time.perf_counter()
-        compiled(**make_kwargs(0, steps))
-        _sync(device)
-        dynamo_compile_s = time.perf_counter() - t0
-
-        # agreement over one generation, both from a fresh state
-        ts_compile.reset(compiled)
-        runner.reset()
-        diff = max((runner(**make_kwargs(s, steps))[0]
-                    - compiled(**make_kwargs(s, steps))[0]).abs().max().item()
-                   for s in range(steps))
-
-        # each package alone: flat tensors + the runner's own state tensors, no dispatch
-        runtime = runner._runtime
-        state = next(iter(runtime.states.values()))
-        flat = [v for v in torch.utils._pytree.tree_leaves(
-            torch.export._tree_utils.reorder_kwargs(make_kwargs(3, steps), runner._in_spec))
-            if isinstance(v, torch.Tensor)]
-        package_calls = {k: (lambda f=fn: f(*flat, *state.tables, state.scalars))
-                         for k, fn in (("compute", runtime.compute_fn),
-                                       ("forecast", runtime.forecast_fn))}
+        variants["eager (no TaylorSeer)"] = (model, None, None)
+        for stack in ("inductor", "openvino"):
+            if stack == "openvino" and "openvino" not in stacks:
+                continue
+            compiler = "inductor" if stack == "inductor" else openvino_compiler(
+                torch.get_num_threads())
+            compiled = torch.compile(model, backend="taylorseer",
+                                     options={**OPTIONS, "compiler": compiler})
+            t0 = time.perf_counter()
+            compiled(**make_kwargs(0, steps))
+            _sync(device)
+            variants[f"Dynamo + {stack}"] = (compiled, compiled, time.perf_counter() - t0)
+        for fmt in ("aoti", "onnx"):
+            if fmt not in stacks:
+                continue
+            path = root / f"{name}-{device.type}.{fmt}"
+            t0 = time.perf_counter()
+            export(model, (), make_kwargs(0, steps), options=OPTIONS, path=path, format=fmt)
+            export_s = time.perf_counter() - t0
+            runner = load(path, options=OPTIONS, device=device)
+            artefacts.append(_artefact_row(name, device, fmt, path, export_s,
+                                           _load_in_new_process(path)))
+            label = {"aoti": "AOTInductor", "onnx": "ONNX Runtime"}[fmt]
+            variants[f"{label} runner"] = (runner, runner, export_s)
+            variants[f"{label} programs alone"] = (_program_calls(runner, make_kwargs, steps),
+                                                   None, None)
+        reference = variants["Dynamo + inductor"][0]
+        diffs = {label: _max_diff(fn, reference, make_kwargs, steps)
+                 for label, (fn, stats, _) in variants.items()
+                 if stats is not None and fn is not reference}
+        load_before = os.getloadavg()[0]
         # Interleaved rounds (the machine is shared: a busy spell then hits every variant alike);
         # round 0 warms up.
-        times = {k: {"computed": [], "forecast": []} for k in ("eager", "dynamo", "runner")}
-        package_times = {"compute": [], "forecast": []}
+        times = {label: {"computed": [], "forecast": []} for label in variants}
         for round_ in range(repeat + 1):
-            keep = round_ > 0
-            _generation(model, None, make_kwargs, steps, device, lambda: None,
-                        times["eager"] if keep else None)
-            _generation(compiled, lambda: ts_compile.stats(compiled), make_kwargs, steps, device,
-                        lambda: ts_compile.reset(compiled), times["dynamo"] if keep else None)
-            _generation(runner, runner.stats, make_kwargs, steps, device, runner.reset,
-                        times["runner"] if keep else None)
-            for kind, fn in package_calls.items():
-                _timed_once(fn, device, package_times[kind] if keep else None)
-    eager = _ms(times["eager"]["computed"])
-    dyn = {k: _ms(v) for k, v in times["dynamo"].items()}
-    run = {k: _ms(v) for k, v in times["runner"].items()}
-    packages = {k: _ms(v) for k, v in package_times.items()}
-    latency = {
-        "model": name, "device": device.type, "eager ms": eager,
-        "dynamo compile s": round(dynamo_compile_s, 1),
-        "dynamo compute ms": dyn["computed"], "dynamo forecast ms": dyn["forecast"],
-        "runner compute ms": run["computed"], "runner forecast ms": run["forecast"],
-        "package compute ms": packages["compute"], "package forecast ms": packages["forecast"],
-        "max |runner-dynamo|": f"{diff:.1e}",
-        "loadavg before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
-    }
-    return artefact, latency
+            for label, (fn, stats, _) in variants.items():
+                kept = times[label] if round_ > 0 else None
+                if isinstance(fn, dict):  # programs alone: one call of each
+                    for kind, call in fn.items():
+                        _timed_once(call, device, kept[kind] if kept else None)
+                elif stats is None:  # eager: every step runs the blocks
+                    _generation(fn, None, make_kwargs, steps, device, lambda: None, kept)
+                else:
+                    _generation(fn, lambda s=stats: ts_compile.stats(s), make_kwargs, steps,
+                                device, lambda s=stats: ts_compile.reset(s), kept)
+    load_after = os.getloadavg()[0]
+    latencies = [{
+        "model": name, "device": device.type, "stack": label,
+        "compute ms": _ms(times[label]["computed"]),
+        "forecast ms": _ms(times[label]["forecast"]) if label != "eager (no TaylorSeer)" else "",
+        "build s": "" if built is None else round(built, 1),
+        "max |diff| vs Dynamo + inductor": "" if label not in diffs else f"{diffs[label]:.1e}",
+        "loadavg before/after": f"{load_before:.1f}/{load_after:.1f}",
+    } for label, (_, _, built) in variants.items()]
+    return artefacts, latencies
 
 
-def run(models: list[str], device: str, steps: int, repeat: int) -> None:
+def run(models: list[str], device: str, steps: int, repeat: int,
+        stacks: list[str] = ("aoti",)) -> None:
+    stacks, notes = available_stacks(list(stacks), torch.device(device))
     artefacts, latencies = [], []
     with tempfile.TemporaryDirectory(prefix="ts_export_bench_") as workdir:
         for name in models:
-            artefact, latency = bench_model(name, device, steps, repeat, workdir)
-            artefacts.append(artefact)
-            latencies.append(latency)
+            artefact, latency = bench_model(name, device, steps, repeat, workdir, stacks)
+            artefacts += artefact
+            latencies += latency
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs, "
-          f"options {OPTIONS}, {steps} steps per generation, medians over {repeat} generations")
+          f"options {OPTIONS}, {steps} steps per generation, medians over {repeat} generations"
+          f"{''.join(f'; {n}' for n in notes)}")
     print(tabulate(artefacts, headers="keys", tablefmt="github"))
     print()
     print(tabulate(latencies, headers="keys", tablefmt="github"))
@@ -270,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--stacks", default=",".join(STACKS),
+                        help="besides the Dynamo path with Inductor: aoti (AOTInductor "
+                             "artefact), onnx (ONNX Runtime artefact), openvino (Dynamo path "
+                             "with OpenVINO as the inner compiler); missing extras are skipped")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (and OMP_NUM_THREADS of the cold-start "
                              "process); default: torch's default")
@@ -292,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda":
         gpu_check(models, args.steps, args.repeat)
     else:
-        run(models, "cpu", args.steps, args.repeat)
+        run(models, "cpu", args.steps, args.repeat, [s for s in args.stacks.split(",") if s])
 
 
 if __name__ == "__main__":

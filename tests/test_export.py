@@ -1,10 +1,9 @@
 """The deployment artefact (ts_compile.export): AOTInductor packages, no Dynamo at serve time.
 
-Two exports in the whole file (AOTInductor compiles take tens of seconds each on 2 CPU cores): the
-tiny FLUX of the pipeline tests (exported with the exact call FluxPipeline makes, so the same
-artefact runs the pipeline) and the tiny DiT. Every other check reuses them. The reference is the
-Dynamo path, `torch.compile(..., backend="taylorseer")` with the same options (eager inner
-compiler, so no Inductor compile here).
+Uses the two artefacts of tests/export_artefacts.py (tiny FLUX, tiny DiT), exported once per
+session. The reference is the Dynamo path, `torch.compile(..., backend="taylorseer")` with the
+same options (eager inner compiler, so no Inductor compile here). Manifest edits, forged packages
+and pickles: tests/test_export_trust.py. ONNX: tests/test_export_onnx.py.
 """
 
 from __future__ import annotations
@@ -16,48 +15,16 @@ import pytest
 import torch
 
 import ts_compile
-from ts_compile.deploy import (FORMAT_VERSION, ArtefactError, _option_mismatches,
-                               _options_from_json, _options_to_json, export, load)
+from ts_compile.artefact import (FORMAT_VERSION, ArtefactError, option_mismatches,
+                                 options_from_json, options_to_json)
+from ts_compile.deploy import export, load
 from ts_compile.options import TaylorSeerOptions
 from ts_compile.schedule import computed_steps
 
 from .conftest import compile_ts
-from .diffusers_models import flux_image_ids, tiny_dit
-from .pipelines import flux_pipeline
+from .export_artefacts import DIT_OPTIONS, OPTIONS, TOL, dit, flux, flux_step_kwargs  # noqa: F401
 
-OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
-# The artefact resets itself after step 5, and forecasts in DDPM sigma (time="sigma"): the time
-# input's position is recorded in the manifest and read on the device by the loaded runner.
-DIT_OPTIONS = {**OPTIONS, "num_steps": 6, "time": "sigma",
-               "alphas_cumprod": torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0).tolist()}
-TOL = dict(rtol=1e-4, atol=1e-5)
 HEIGHT = WIDTH = 32  # FluxPipeline -> 64 image tokens of 16 channels, as exported
-
-
-def flux_step_kwargs(sigma: float) -> dict:
-    """FluxPipeline's transformer call at 32x32 (guidance off, joint_attention_kwargs={})."""
-    g = torch.Generator().manual_seed(11)
-    return dict(hidden_states=torch.randn(1, 64, 16, generator=g), timestep=torch.tensor([sigma]),
-                guidance=None, pooled_projections=torch.randn(1, 32, generator=g),
-                encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
-                txt_ids=torch.zeros(8, 3), img_ids=flux_image_ids(8, 8),
-                joint_attention_kwargs={}, return_dict=False)
-
-
-@pytest.fixture(scope="module")
-def flux(tmp_path_factory):
-    pipe, make_kwargs = flux_pipeline(cfg=True)
-    path = export(pipe.transformer, (), flux_step_kwargs(1.0), options=OPTIONS,
-                      path=tmp_path_factory.mktemp("flux") / "flux.tsaot")
-    return pipe, make_kwargs, path
-
-
-@pytest.fixture(scope="module")
-def dit(tmp_path_factory):
-    model, make_kwargs = tiny_dit()
-    path = export(model, (), make_kwargs(0, 6), options=DIT_OPTIONS,
-                      path=tmp_path_factory.mktemp("dit") / "dit.tsaot")
-    return model, make_kwargs, path
 
 
 def same_stats(runner, compiled):
@@ -165,7 +132,11 @@ def test_manifest_is_json_with_layout_versions_and_checksums(flux):
     assert sorted(p.name for p in path.iterdir()) == ["compute.pt2", "forecast.pt2",
                                                      "manifest.json"]
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["program_format"] == "aoti"
+    leaves = {leaf["path"]: leaf for leaf in manifest["inputs"]["leaves"]}
+    assert leaves["timestep"]["shape"] == [1] and leaves["timestep"]["stride"] == [1]
+    assert leaves["hidden_states"]["stride"] == [1024, 16, 1]
+    assert leaves["return_dict"] == {"kind": "constant", "path": "return_dict", "value": False}
     assert manifest["torch_version"] == torch.__version__ and manifest["device"] == "cpu"
     assert TaylorSeerOptions.coerce(manifest["options"]) == TaylorSeerOptions.coerce(OPTIONS)
     assert manifest["state"]["tables"][0]["shape"] == [1, 64, 32]
@@ -240,6 +211,12 @@ def test_load_refuses_truncated_or_tampered_files(flux, tmp_path):
     record = json.loads(manifest)
     del record["inputs"]
     (copy / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(ArtefactError, match=r"manifest field\(s\) inputs differ from what "
+                                            r"compute\.pt2 recorded"):
+        load(copy)
+    record = json.loads(manifest)
+    del record["packages"]
+    (copy / "manifest.json").write_text(json.dumps(record))
     with pytest.raises(ArtefactError, match="lacks a field or has an invalid one"):
         load(copy)
     (copy / "manifest.json").write_bytes(manifest)
@@ -253,9 +230,10 @@ def test_calls_that_do_not_fit_the_artefact_fail_clearly(flux):
     _, _, path = flux
     runner = load(path)
     good = flux_step_kwargs(1.0)
-    with pytest.raises(ArtefactError, match=r"input 0 must be a cpu tensor of shape \[1, 64, 16\]"):
+    with pytest.raises(ArtefactError, match=r"input hidden_states must have shape \[1, 64, 16\]"):
         runner(**{**good, "hidden_states": torch.zeros(1, 32, 16)})
-    with pytest.raises(ArtefactError, match="exported as the constant False, got True"):
+    with pytest.raises(ArtefactError,
+                       match="input return_dict was exported as the constant False, got bool True"):
         runner(**{**good, "return_dict": True})
     with pytest.raises(ArtefactError, match="structure differs"):
         runner(**{**good, "joint_attention_kwargs": {"scale": 0.5}})
@@ -265,21 +243,106 @@ def test_calls_that_do_not_fit_the_artefact_fail_clearly(flux):
 
 
 # ------------------------------------------------------------------------------------------------
+# inputs in other layouts: the Dynamo path's result, or a clear error before any program runs
+# ------------------------------------------------------------------------------------------------
+def _spy_on_programs(runner):
+    """Records the tensors each program call receives (to see whether an input was copied)."""
+    calls = []
+    runtime = runner._runtime
+    for attr in ("compute_fn", "forecast_fn"):
+        run = getattr(runtime, attr)
+        setattr(runtime, attr, lambda *flat, _run=run: calls.append(flat) or _run(*flat))
+    return calls
+
+
+def _layouts(kwargs):
+    """The DiT call with the same values in other layouts, as pipelines and users pass them."""
+    x, t = kwargs["hidden_states"], kwargs["timestep"]
+    offset = torch.cat([torch.zeros(1, *x.shape[1:]), x])[1:]  # a view at storage offset 256
+    return {
+        "timestep t.expand(batch), stride 0": {**kwargs, "timestep": t[:1].expand(2)},
+        "timestep 0-d expanded": {**kwargs, "timestep": t[0].expand(2)},
+        "transposed latent": {**kwargs, "hidden_states":
+                              x.transpose(2, 3).contiguous().transpose(2, 3)},
+        "expanded latent": {**kwargs, "hidden_states": x[:1].expand(2, -1, -1, -1)},
+        "channels-last latent": {**kwargs, "hidden_states":
+                                 x.contiguous(memory_format=torch.channels_last)},
+        "latent at a storage offset": {**kwargs, "hidden_states": offset},
+    }
+
+
+@pytest.mark.export
+def test_inputs_in_other_layouts_give_the_dynamo_paths_result(dit):
+    model, make_kwargs, path = dit
+    runner = load(path)
+    compiled = compile_ts(model, fullgraph=False, **DIT_OPTIONS)
+    calls = _spy_on_programs(runner)
+    with torch.no_grad():
+        for name in _layouts(make_kwargs(0, 6)):
+            for step in range(6):  # a whole generation (it resets itself after step 5)
+                kwargs = _layouts(make_kwargs(step, 6))[name]
+                assert torch.equal(kwargs["timestep"], make_kwargs(step, 6)["timestep"])
+                got = runner(**kwargs)[0]
+                torch.testing.assert_close(got, compiled(**kwargs)[0], **TOL,
+                                           msg=f"{name}, step {step}")
+                passed_latent, passed_time = calls[-1][0], calls[-1][1]
+                assert passed_time.stride() == (1,) and passed_latent.is_contiguous()
+                if name == "latent at a storage offset":  # fits as it is: no copy
+                    assert passed_latent is kwargs["hidden_states"]
+    assert runner.stats()["forecast_steps"] > 0
+
+
+@pytest.mark.export
+def test_matching_inputs_reach_the_program_without_a_copy(dit):
+    _, make_kwargs, path = dit
+    runner = load(path)
+    calls = _spy_on_programs(runner)
+    kwargs = make_kwargs(0, 6)
+    with torch.no_grad():
+        runner(**kwargs)
+    assert calls[0][0] is kwargs["hidden_states"] and calls[0][1] is kwargs["timestep"]
+
+
+@pytest.mark.export
+def test_inputs_that_cannot_fit_fail_before_any_program_runs(dit):
+    _, make_kwargs, path = dit
+    runner = load(path)
+    calls = _spy_on_programs(runner)
+    good = make_kwargs(0, 6)
+    cases = [
+        ({"timestep": good["timestep"][0]}, r"input timestep must have shape \[2\].*got .*shape \[\]"),
+        ({"timestep": 0.5}, r"input timestep must be a tensor.*pass torch\.tensor\(0\.5\)"),
+        ({"timestep": good["timestep"][:1]}, r"input timestep must have shape \[2\]"),
+        ({"hidden_states": good["hidden_states"].double()},
+         r"input hidden_states must have dtype torch\.float32.*\.to\(torch\.float32\)"),
+        ({"hidden_states": good["hidden_states"].to("meta")},
+         r"input hidden_states must be on cpu.*\.to\('cpu'\)"),
+        ({"class_labels": good["class_labels"].float()}, r"input class_labels must have dtype "
+                                                         r"torch\.int64"),
+    ]
+    with torch.no_grad():
+        for change, message in cases:
+            with pytest.raises(ArtefactError, match=message):
+                runner(**{**good, **change})
+    assert calls == [] and runner.stats()["computed_steps"] == 0
+
+
+# ------------------------------------------------------------------------------------------------
 # no export needed
 # ------------------------------------------------------------------------------------------------
 def test_options_round_trip_through_json():
     settings = TaylorSeerOptions.coerce({"order": 3, "schedule": [0, 2, 5], "num_steps": 8,
                                          "cut": [r"blocks\.\d+"], "state_dtype": "bfloat16",
                                          "max_autotune": False})
-    record = json.loads(json.dumps(_options_to_json(settings)))
-    assert _options_from_json(record) == settings
-    assert _option_mismatches(settings, settings) == []
+    record = json.loads(json.dumps(options_to_json(settings)))
+    assert options_from_json(record) == settings
+    assert option_mismatches(settings, settings) == []
     # the Dynamo path's inner compiler is no property of an artefact
-    assert _option_mismatches(settings, TaylorSeerOptions.coerce(
-        {**_options_to_json(settings), "compiler": "eager"})) == []
+    assert option_mismatches(settings, TaylorSeerOptions.coerce(
+        {**options_to_json(settings), "compiler": "eager"})) == []
     other = TaylorSeerOptions.coerce({"order": 1})
     assert any(m.startswith("order: artefact has 3, expected 1")
-               for m in _option_mismatches(settings, other))
+               for m in option_mismatches(settings, other))
 
 
 def test_export_refuses_a_model_without_blocks(tmp_path):

@@ -121,11 +121,31 @@ def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerO
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
                   options: TaylorSeerOptions) -> Callable:
     """Lower one graph with the chosen compiler; the result is called as `fn(*args)`."""
-    if options.compiler == "eager":
+    compiler = options.compiler
+    if compiler == "eager":
         return gm
-    from torch._inductor.compile_fx import compile_fx
+    if compiler == "inductor":
+        from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
+        return compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
+    if isinstance(compiler, str):  # another registered Dynamo backend (validated in options)
+        from torch._dynamo.backends.registry import lookup_backend
+
+        compiler = lookup_backend(compiler)
+    from torch._dynamo.backends.common import AotAutograd, aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    if isinstance(compiler, AotAutograd):  # functionalises the graph itself (aot_eager, ...)
+        return compiler(gm, list(example_inputs))
+    # The compute graph writes the Taylor tables in place (copy_ into its inputs). Functionalised
+    # by AOTAutograd, those writes become outputs that AOTAutograd applies itself, so a compiler
+    # that drops input mutations (OpenVINO's default path does) cannot lose the state.
+
+    def boxed(graph: fx.GraphModule, inputs: list) -> Callable:
+        fn = compiler(graph, inputs)  # a Dynamo backend's result is called as fn(*args)
+        return fn if getattr(fn, "_boxed_call", False) else make_boxed_func(fn)
+
+    return aot_autograd(fw_compiler=boxed)(gm, list(example_inputs))
 
 
 def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str) -> Callable:

@@ -1,124 +1,73 @@
-"""Deployment artefact: both specialised graphs as AOTInductor packages, no Dynamo at serve time.
+"""Deployment artefacts: both specialised graphs as compiled programs, no Dynamo at serve time.
 
     from ts_compile.deploy import export, load
-    path = export(model, (), kwargs, options={"interval": 3}, path="flux.tsaot")
+    path = export(model, (), kwargs, options={"interval": 3}, path="flux.tsaot")   # AOTInductor
+    path = export(model, (), kwargs, options=..., path="flux.tsonnx", format="onnx")
     runner = load(path)                             # an nn.Module; one call = one step
     out = runner(**kwargs); runner.reset(); runner.stats()
     pipe.transformer = runner                       # speaks diffusers' cache protocol
 
 `export` traces the model with `torch.export.export(..., strict=False)`, runs the same passes as the
 Dynamo backend (`passes.build_graphs`) on `ep.module()`, and gets the compute and forecast graphs
-with the Taylor state as explicit inputs (user inputs, then one table per live output, then the
-per-step scalars). Each graph is exported again through a thin wrapper module and compiled with
-`torch._inductor.aoti_compile_and_package`; AOTInductor writes the compute program's table updates
-back into the caller's tensors, so the runner's tables are the state both programs share.
+with the Taylor state as explicit inputs (user inputs, then one tensor per table row, then the
+per-step scalars). Each graph is then compiled as a program:
 
-The artefact is a directory (see `docs/deployment.md` for why not one zip):
+- format="aoti": exported again through a thin wrapper and compiled with
+  `torch._inductor.aoti_compile_and_package`; AOTInductor writes the compute program's table
+  updates back into the caller's tensors, so the runner's tables are the state both share.
+- format="onnx" (`onnx_programs.py`): an ONNX model per program, the state as explicit inputs and
+  outputs, run with ONNX Runtime.
 
-    <path>/manifest.json    JSON only (never unpickled): options, schedule rule, state layout,
-                            input/output specs, versions, device, SHA-256 of each package
-    <path>/compute.pt2      AOTInductor package of the compute program
-    <path>/forecast.pt2     AOTInductor package of the forecast program
+The artefact is a directory (`artefact.py` says what is checked at load, and why):
 
-`load` checks the manifest (format, torch version, device, expected options) and each package's
-size and checksum before AOTInductor opens it, then returns an `ExportedTaylorSeer` whose dispatch
-is the backend's own `GraphRuntime` and `Controller` (same schedule, same reset rules, same
-`stats()`), with the two AOTInductor runners in place of the Inductor-compiled graphs.
+    <path>/manifest.json                JSON only: options, schedule rule, state layout, input and
+                                        output specs, versions, device, SHA-256 of each package
+    <path>/compute.pt2 | compute.onnx   the compute program (carries the manifest's core)
+    <path>/forecast.pt2 | forecast.onnx the forecast program (idem)
+
+`load` returns an `ExportedTaylorSeer` (runner.py) whose dispatch is the backend's own
+`GraphRuntime` and `Controller`, with the two programs in place of the Inductor-compiled graphs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 import time
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch.export._tree_utils import reorder_kwargs
 
+from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError, InputSpec,
+                       check_manifest, check_records, contiguous_strides, core, device_name,
+                       dtype_name, embed_aoti_record, options_to_json, program_inputs,
+                       read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
 from .options import TaylorSeerOptions
-from .passes import NotApplicable, TableSpec, build_graphs
-from .runtime import Controller, GraphRuntime
-from .state import TableShapes
+from .passes import NotApplicable, build_graphs
+from .runner import ExportedTaylorSeer, describe
 from .taylor import scalars_length
 
-__all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "export", "load",
+__all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "FORMATS", "export", "load",
            "read_manifest"]
 
-FORMAT = "ts-compile-taylorseer-aoti"
-FORMAT_VERSION = 2  # 2: one program input per table row
-MANIFEST = "manifest.json"
-PROGRAMS = ("compute", "forecast")
-_MAX_MANIFEST_BYTES = 16 * 2**20
+FORMATS = {"aoti": ".pt2", "onnx": ".onnx"}  # program format -> package file suffix
 _AOTI_CONFIGS = {"always_keep_tensor_constants": True}  # see reference/export.md: tiny constants
-
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int16,
-    torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64)}
-
-
-class ArtefactError(RuntimeError):
-    """The artefact cannot be loaded here (mismatch, corruption) or a call does not fit it."""
 
 
 # ------------------------------------------------------------------------------------------------
 # export
 # ------------------------------------------------------------------------------------------------
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _device_name(device: torch.device) -> str:
-    return device.type if device.index is None else f"{device.type}:{device.index}"
-
-
-def _options_to_json(settings: TaylorSeerOptions) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if field.name == "schedule" and value is not None:
-            value = sorted(value)
-        elif field.name == "cut" and not isinstance(value, str):
-            value = list(value)
-        elif field.name == "inductor_config":
-            value = dict(value)
-        out[field.name] = value
-    try:
-        json.dumps(out)
-    except TypeError as err:
-        raise ArtefactError(f"ts_compile.export: options must be JSON-serialisable to be recorded "
-                            f"in the manifest ({err})") from err
-    return out
-
-
-def _options_from_json(data: Mapping[str, Any]) -> TaylorSeerOptions:
-    data = dict(data)
-    inductor = data.pop("inductor_config", {}) or {}
-    return TaylorSeerOptions.coerce({**data, "inductor_config": inductor})
-
-
-_NOT_IN_ARTEFACT = {"compiler"}  # the Dynamo path's inner compiler; an artefact is AOTInductor
-
-
-def _option_mismatches(recorded: TaylorSeerOptions, expected: TaylorSeerOptions) -> list[str]:
-    return [f"{f.name}: artefact has {getattr(recorded, f.name)!r}, expected "
-            f"{getattr(expected, f.name)!r}"
-            for f in dataclasses.fields(recorded)
-            if f.name not in _NOT_IN_ARTEFACT
-            and getattr(recorded, f.name) != getattr(expected, f.name)]
-
-
 _DROPPABLE = {torch.ops.aten._assert_tensor_metadata.default, torch.ops.aten.dropout.default,
               torch.ops.aten.scaled_dot_product_attention.default}
 
@@ -146,7 +95,7 @@ class _Program(torch.nn.Module):
     """What is exported per program: the specialised graph, called with flat tensors only.
 
     Non-tensor leaves of the user's inputs (None, return_dict=False, ...) are constants of the
-    export; they are put back at their positions here, so the package's inputs are the user's
+    export; they are put back at their positions here, so the program's inputs are the user's
     tensors, then the tables, then the scalars.
     """
 
@@ -162,19 +111,31 @@ class _Program(torch.nn.Module):
         return self.gm(*user, *tensors)
 
 
-def _describe_leaves(flat: Sequence[Any]) -> list[dict[str, Any]]:
+def _describe_leaves(flat_with_paths: Sequence[tuple[Any, Any]]) -> list[dict[str, Any]]:
     leaves = []
-    for position, value in enumerate(flat):
+    for position, (key_path, value) in enumerate(flat_with_paths):
+        path = _leaf_name(key_path)
         if isinstance(value, torch.Tensor):
-            leaves.append({"kind": "tensor", "shape": list(value.shape),
-                           "dtype": _dtype_name(value.dtype), "device": _device_name(value.device)})
+            leaves.append({"kind": "tensor", "path": path, "shape": list(value.shape),
+                           "stride": contiguous_strides(list(value.shape)),
+                           "dtype": dtype_name(value.dtype), "device": device_name(value.device)})
         elif value is None or isinstance(value, (bool, int, float, str)):
-            leaves.append({"kind": "constant", "value": value})
+            leaves.append({"kind": "constant", "path": path, "value": value})
         else:
-            raise ArtefactError(f"ts_compile.export: input leaf {position} has type "
+            raise ArtefactError(f"ts_compile.export: input {path} (leaf {position}) has type "
                                 f"{type(value).__name__}; only tensors and None/bool/int/float/str "
                                 "constants can be part of an exported call")
     return leaves
+
+
+def _leaf_name(key_path) -> str:
+    """`(args, kwargs)` key path as the user wrote it: `timestep`, `args[0]`, `kwargs['a'][1]`."""
+    text = pytree.keystr(key_path)
+    match = re.fullmatch(r"\[1\]\['([A-Za-z_]\w*)'\](.*)", text)  # a keyword argument
+    if match:
+        return match.group(1) + match.group(2)
+    match = re.fullmatch(r"\[0\]\[(\d+)\](.*)", text)  # a positional argument
+    return f"args[{match.group(1)}]{match.group(2)}" if match else text
 
 
 def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
@@ -191,7 +152,7 @@ def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str,
     if not isinstance(value, torch.Tensor):
         raise ArtefactError(
             f"ts_compile.export: option time={settings.time!r} reads the argument {name!r}, but "
-            f"the call passes {'no such argument' if value is None else _describe(value)}; pass "
+            f"the call passes {'no such argument' if value is None else describe(value)}; pass "
             "the time as a tensor, set time_input to the argument's name, or use time='step'.")
     tensors = [v for v in flat if isinstance(v, torch.Tensor)]  # the programs' input order
     return next(i for i, v in enumerate(tensors) if v is value)
@@ -215,16 +176,8 @@ def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
 def _model_dtype(model: torch.nn.Module, leaves: list[dict[str, Any]]) -> str:
     for p in model.parameters():
         if p.is_floating_point():
-            return _dtype_name(p.dtype)
+            return dtype_name(p.dtype)
     return next((leaf["dtype"] for leaf in leaves if leaf["kind"] == "tensor"), "float32")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _aoti_configs(settings: TaylorSeerOptions) -> dict[str, Any]:
@@ -234,29 +187,51 @@ def _aoti_configs(settings: TaylorSeerOptions) -> dict[str, Any]:
     return {**patches, **_AOTI_CONFIGS}
 
 
+def _compile_aoti(program: fx.GraphModule, leaves: list[dict[str, Any]], example: tuple,
+                  file: Path, settings: TaylorSeerOptions) -> None:
+    with torch.no_grad():
+        program_ep = torch.export.export(_Program(program, leaves), example, strict=False)
+        torch._inductor.aoti_compile_and_package(
+            program_ep, package_path=str(file), inductor_configs=_aoti_configs(settings))
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if not target.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"ts_compile.export: {target} exists (pass overwrite=True)")
+    is_artefact = target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+    if not is_artefact:  # never delete what export did not write
+        raise FileExistsError(f"ts_compile.export: {target} exists and is not a ts_compile "
+                              "artefact; choose another path")
+
+
 def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] | None = None, *,
            path: str | os.PathLike, options: TaylorSeerOptions | Mapping[str, Any] | None = None,
-           overwrite: bool = True) -> Path:
+           overwrite: bool = True, format: str = "aoti") -> Path:
     """Write the TaylorSeer deployment artefact of `model(*args, **kwargs)` to the directory `path`.
 
-    Shapes, dtypes and the device are those of the example inputs (static; another shape needs
-    another artefact). Non-tensor arguments (`return_dict=False`, `guidance=None`, ...) are
-    constants of the artefact: calls must pass the same values. Returns the artefact's path.
-    Raises `ArtefactError` when the passes find nothing to forecast (the Dynamo backend would fall
-    back to a plain compile; an artefact without TaylorSeer is not what was asked for).
+    `format`: "aoti" (AOTInductor packages, CPU or CUDA) or "onnx" (ONNX models run with ONNX
+    Runtime, CPU; needs `pip install ts-compile[onnx]`). Shapes, dtypes and the device are those
+    of the example inputs (static; another shape needs another artefact); the programs read their
+    tensor inputs row-major contiguous. Non-tensor arguments (`return_dict=False`,
+    `guidance=None`, ...) are constants of the artefact: calls must pass the same values. Returns
+    the artefact's path. Raises `ArtefactError` when the passes find nothing to forecast (the
+    Dynamo backend would fall back to a plain compile; an artefact without TaylorSeer is not what
+    was asked for).
     """
+    if format not in FORMATS:
+        raise ArtefactError(f"ts_compile.export: format={format!r} is not one of "
+                            f"{', '.join(map(repr, FORMATS))}")
+    if format == "onnx":
+        from . import onnx_programs
+
+        onnx_programs.require_onnx()
     settings = TaylorSeerOptions.coerce(options)
-    options_record = _options_to_json(settings)
+    options_record = options_to_json(settings)
     kwargs = dict(kwargs or {})
     target = Path(path)
-    if target.exists():
-        if not overwrite:
-            raise FileExistsError(f"ts_compile.export: {target} exists (pass overwrite=True)")
-        is_artefact = target.is_dir() and (
-            (target / MANIFEST).is_file() or not any(target.iterdir()))
-        if not is_artefact:  # never delete what export did not write
-            raise FileExistsError(f"ts_compile.export: {target} exists and is not a ts_compile "
-                                  "artefact; choose another path")
+    _check_target(target, overwrite)
 
     timings: dict[str, Any] = {}  # seconds; op counts before/after the export DCE
     start = time.perf_counter()
@@ -267,11 +242,13 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     except TypeError:  # older torch: no check_guards
         gm = ep.module()
     in_spec, out_spec = gm._in_spec, gm._out_spec
-    flat, spec = pytree.tree_flatten((tuple(args), reorder_kwargs(kwargs, in_spec)))
+    flat_with_paths, spec = pytree.tree_flatten_with_path(
+        (tuple(args), reorder_kwargs(kwargs, in_spec)))
     if spec != in_spec:
         raise ArtefactError(f"ts_compile.export: unexpected input structure {spec} (exported "
                             f"program: {in_spec})")
-    leaves = _describe_leaves(flat)
+    flat = [value for _, value in flat_with_paths]
+    leaves = _describe_leaves(flat_with_paths)
     time_index = _time_tensor_index(model, tuple(args), kwargs, flat, settings)
     try:
         graphs = build_graphs(gm, settings)
@@ -291,8 +268,13 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
                             f"return_dict=False): {err}") from err
     timings["trace_s"] = time.perf_counter() - start
 
-    tensors = [v for v in flat if isinstance(v, torch.Tensor)]
+    # Every program input row-major contiguous, whatever the example's layout (a stride-0
+    # `t.expand(batch)` would otherwise be compiled in, and no other value could be passed).
+    tensors = [v.contiguous() for v in flat if isinstance(v, torch.Tensor)]
     device = tensors[0].device if tensors else torch.device("cpu")
+    if format == "onnx" and device.type != "cpu":
+        raise ArtefactError("ts_compile.export: format='onnx' is exported and run on the CPU "
+                            f"here; the example inputs are on {device}. Use format='aoti'.")
     state_dtype = settings.torch_state_dtype
     tables = [torch.zeros(t.shape, dtype=state_dtype, device=device)
               for t in guards.tables for _ in range(settings.order + 1)]  # rows, as TaylorState
@@ -302,53 +284,61 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent.resolve()))
     try:
-        packages = {}
+        files = {}
         for name, program in zip(PROGRAMS, (graphs.compute, graphs.forecast)):
             t0 = time.perf_counter()
             ops_before = _op_count(program)
             _prune(program)
             timings[f"{name}_ops"] = [ops_before, _op_count(program)]
-            with torch.no_grad():
-                program_ep = torch.export.export(_Program(program, leaves), example,
-                                                 strict=False)
-                file = work / f"{name}.pt2"
-                torch._inductor.aoti_compile_and_package(
-                    program_ep, package_path=str(file), inductor_configs=_aoti_configs(settings))
+            files[name] = work / f"{name}{FORMATS[format]}"
+            if format == "aoti":
+                _compile_aoti(program, leaves, example, files[name], settings)
+            else:
+                onnx_programs.export_program(_Program(program, leaves), example, files[name],
+                                             num_state=len(tables) + 1, role=name)
             timings[f"{name}_compile_s"] = time.perf_counter() - t0
-            packages[name] = {"file": file.name, "bytes": file.stat().st_size,
-                              "sha256": _sha256(file)}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "program_format": format,
             "torch_version": torch.__version__,
             "ts_compile_version": _ts_version(),
-            "device": _device_name(device),
+            "device": device_name(device),
             "options": options_record,
             "schedule": _schedule_rule(settings),
             "state": {
                 "order": settings.order,
-                "dtype": _dtype_name(state_dtype),
+                "dtype": dtype_name(state_dtype),
                 "scalars_length": scalars_length(settings.order),
                 "tables": [{"region": t.region, "output_index": t.output_index,
                             "output_name": t.output_name, "shape": [int(d) for d in t.shape],
-                            "output_dtype": _dtype_name(t.dtype)} for t in guards.tables],
+                            "output_dtype": dtype_name(t.dtype)} for t in guards.tables],
             },
             "inputs": {"in_spec": specs["in_spec"],
                        "num_user_inputs": guards.num_user_inputs, "leaves": leaves,
                        "time_tensor_index": time_index},
             "outputs": {"out_spec": specs["out_spec"]},
-            "program_inputs": "user tensors (leaves of kind 'tensor', in order), then "
-                              "for each of state.tables its order+1 rows D_0..D_order (each of the "
-                              "table's shape, state dtype), then the float32 scalars vector",
+            "program_inputs": "user tensors (leaves of kind 'tensor', in order, row-major "
+                              "contiguous), then for each of state.tables its order+1 rows "
+                              "D_0..D_order (each of the table's shape, state dtype), then the "
+                              "float32 scalars vector",
             "regions": list(guards.region_names),
             "outputs_per_region": list(guards.outputs_per_region),
             "skipped_regions": [list(s) for s in graphs.skipped],
             "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
                       "dtype": _model_dtype(model, leaves), "config": _model_config(model)},
-            "packages": packages,
             "build": {k: round(v, 3) if isinstance(v, float) else v
                       for k, v in timings.items()},
         }
+        packages = {}
+        for name, file in files.items():  # each package carries the manifest's core
+            if format == "aoti":
+                embed_aoti_record(file, name, core(manifest))
+            else:
+                onnx_programs.embed_record(file, name, core(manifest))
+            packages[name] = {"file": file.name, "bytes": file.stat().st_size,
+                              "sha256": sha256(file)}
+        manifest["packages"] = packages
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if target.exists():
             shutil.rmtree(target)
@@ -382,237 +372,139 @@ def _schedule_rule(settings: TaylorSeerOptions) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # load
 # ------------------------------------------------------------------------------------------------
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The artefact's manifest, parsed as JSON (nothing in the artefact is ever unpickled)."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise ArtefactError(f"ts_compile.load: {path} is not a ts_compile artefact "
-                            f"(no {MANIFEST})")
-    if file.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise ArtefactError(f"ts_compile.load: {file} is too large to be a manifest")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtefactError(f"ts_compile.load: {file} is not valid JSON (truncated or "
-                            f"corrupted?): {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtefactError(f"ts_compile.load: {file} is not a ts_compile manifest")
-    return manifest
-
-
-def _check_manifest(manifest: dict[str, Any], path: Path, device: str | torch.device | None,
-                    options: Any, check_torch_version: bool) -> TaylorSeerOptions:
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtefactError(f"ts_compile.load: {path} has format version {version!r}; this "
-                            f"ts_compile reads version {FORMAT_VERSION}. Export it again.")
-    built_with = manifest.get("torch_version")
-    if check_torch_version and built_with != torch.__version__:
-        raise ArtefactError(f"ts_compile.load: {path} was exported with torch {built_with}, this "
-                            f"is torch {torch.__version__}; AOTInductor packages are not portable "
-                            "across torch versions. Export it again with this torch.")
-    made_for = torch.device(manifest["device"])
-    wanted = None if device is None else torch.device(device)
-    if wanted is not None and (wanted.type != made_for.type or None not in (
-            wanted.index, made_for.index) and wanted.index != made_for.index):
-        raise ArtefactError(f"ts_compile.load: {path} was exported for device {made_for}, not "
-                            f"{torch.device(device)}; export it again on the target device.")
-    if made_for.type == "cuda" and not torch.cuda.is_available():
-        raise ArtefactError(f"ts_compile.load: {path} was exported for device {made_for}, and "
-                            "CUDA is not available here.")
-    if made_for.type not in ("cpu", "cuda"):
-        raise ArtefactError(f"ts_compile.load: {path} targets device {made_for}, which this "
-                            "runner does not support")
-    try:
-        recorded = _options_from_json(manifest["options"])
-    except Exception as err:  # noqa: BLE001 - any invalid record is a corrupt manifest
-        raise ArtefactError(f"ts_compile.load: {path} records invalid options: {err}") from err
-    if options is not None:
-        mismatches = _option_mismatches(recorded, TaylorSeerOptions.coerce(options))
-        if mismatches:
-            raise ArtefactError(f"ts_compile.load: {path} was exported with other options: "
-                                + "; ".join(mismatches))
-    return recorded
-
-
-def _verified_package(path: Path, name: str, record: Mapping[str, Any]) -> Path:
-    file = path / Path(str(record.get("file", ""))).name  # never outside the artefact
-    if not file.is_file():
-        raise ArtefactError(f"ts_compile.load: {name} package {file} is missing")
-    size = file.stat().st_size
-    if size != record.get("bytes"):
-        raise ArtefactError(f"ts_compile.load: {name} package {file} has {size} bytes, the "
-                            f"manifest says {record.get('bytes')} (truncated or replaced)")
-    if _sha256(file) != record.get("sha256"):
-        raise ArtefactError(f"ts_compile.load: {name} package {file} fails its SHA-256 check "
-                            "(corrupted or modified since export)")
-    return file
+def _manifest_error(root: Path, err: Exception) -> ArtefactError:
+    return ArtefactError(f"ts_compile.load: {root}/{MANIFEST} lacks a field or has an invalid "
+                         f"one ({type(err).__name__}: {err})")
 
 
 def load(path: str | os.PathLike, *, options: TaylorSeerOptions | Mapping[str, Any] | None = None,
-         device: str | torch.device | None = None,
-         check_torch_version: bool = True) -> ExportedTaylorSeer:
+         device: str | torch.device | None = None, check_torch_version: bool = True,
+         allow_pickle: bool = False) -> ExportedTaylorSeer:
     """Load an artefact written by `export` and return its runner.
 
     `options`: the options you expect it to have been exported with; any difference fails, naming
     the fields. `device`: the device you mean to run on; it must be the one it was exported for.
-    The manifest's torch version must be this torch's. Each package is checked (size, SHA-256)
-    before AOTInductor loads it; nothing is unpickled.
+    The manifest's torch version must be this torch's. Before any program is opened, each
+    package's size and SHA-256 are checked and its own record must agree with the manifest field
+    by field; then what the programs report (inputs, device, which writes the state) must agree
+    too. A package carrying pickled data is refused unless `allow_pickle=True` (unpickling can
+    run code). Loading runs native code from the artefact: load only artefacts you trust.
     """
     root = Path(path)
     manifest = read_manifest(root)
     try:
-        settings = _check_manifest(manifest, root, device, options, check_torch_version)
-        packages = manifest["packages"]
-        files = {name: _verified_package(root, name, packages[name]) for name in PROGRAMS}
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ArtefactError(f"ts_compile.load: {root}/{MANIFEST} lacks a field or has an invalid "
-                            f"one ({type(err).__name__}: {err})") from err
-    from torch._inductor import aoti_load_package
+        settings = check_manifest(manifest, root, device, options, check_torch_version)
+        program_format = manifest.get("program_format")
+        if program_format not in FORMATS:
+            raise ArtefactError(f"ts_compile.load: {root} has program_format "
+                                f"{program_format!r}, not one of {', '.join(FORMATS)}")
+        files = {name: verified_package(root, name, manifest["packages"][name])
+                 for name in PROGRAMS}
+        if program_format == "aoti":
+            records = {name: read_aoti_record(file, allow_pickle) for name, file in files.items()}
+        else:
+            from . import onnx_programs
 
-    runners = {}
-    for name, file in files.items():
-        try:
-            runners[name] = aoti_load_package(str(file))
-        except Exception as err:  # noqa: BLE001 - report which package, keep the cause
-            raise ArtefactError(f"ts_compile.load: AOTInductor could not load the {name} "
-                                f"package {file}: {err}") from err
+            onnx_programs.require_onnx()
+            sessions = {name: onnx_programs.open_session(file, name)
+                        for name, file in files.items()}
+            records = {name: onnx_programs.read_record(sessions[name], file)
+                       for name, file in files.items()}
+        check_records(manifest, records, files)
+        specs = program_inputs(manifest)
+        made_for = torch.device(manifest["device"])
+        if program_format == "aoti":
+            programs = {name: _load_aoti(file, name, specs, made_for, allow_pickle)
+                        for name, file in files.items()}
+        else:
+            programs = onnx_programs.load_programs(sessions, files, specs, manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise _manifest_error(root, err) from err
     try:
-        return ExportedTaylorSeer(manifest, settings, runners["compute"], runners["forecast"])
+        return ExportedTaylorSeer(manifest, settings, programs["compute"], programs["forecast"],
+                                  made_for)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ArtefactError(f"ts_compile.load: {root}/{MANIFEST} lacks a field or has an invalid "
-                            f"one ({type(err).__name__}: {err})") from err
+        raise _manifest_error(root, err) from err
 
 
-# ------------------------------------------------------------------------------------------------
-# runner
-# ------------------------------------------------------------------------------------------------
-def _frozen_config(config: Mapping[str, Any] | None):
-    if config is None:
-        return None
-    try:
-        from diffusers.configuration_utils import FrozenDict
-    except ImportError:  # attribute access is all pipelines need
-        return types.MappingProxyType(dict(config))
-    return FrozenDict(config)
+# -- AOTInductor programs ------------------------------------------------------------------------
+_NATIVE_CHECKS = "AOTI_RUNTIME_CHECK_INPUTS"
+_NATIVE_CHECKS_LOCK = threading.Lock()
+SENTINEL = 1024.0  # exact in every state dtype; a compute program overwrites it, a forecast not
 
 
-class ExportedTaylorSeer(torch.nn.Module):
-    """The loaded artefact: one call = one denoising step, like the compiled model.
-
-    Dispatch (compute or forecast, when the state resets) is the backend's `GraphRuntime` under a
-    `Controller`, with the two AOTInductor programs as its compiled graphs; no Dynamo runs.
-    It stands in for a diffusers transformer: `config` (from the manifest), `dtype`, `device`,
-    `cache_context(name, step_index=..., num_inference_steps=...)` and `_reset_stateful_cache()`.
-    """
-
-    def __init__(self, manifest: dict[str, Any], options: TaylorSeerOptions, compute, forecast):
-        super().__init__()
-        self.manifest = manifest
-        self.options = options
-        self.config = _frozen_config(manifest["model"].get("config"))
-        self._device = torch.device(manifest["device"])
-        self._dtype = _DTYPES[manifest["model"]["dtype"]]
-        self._in_spec = pytree.treespec_loads(manifest["inputs"]["in_spec"])
-        self._out_spec = pytree.treespec_loads(manifest["outputs"]["out_spec"])
-        self._leaves = manifest["inputs"]["leaves"]
-        self._expected = [(i, torch.Size(leaf["shape"]), _DTYPES[leaf["dtype"]])
-                          for i, leaf in enumerate(self._leaves) if leaf["kind"] == "tensor"]
-        self._constants = [(i, leaf["value"]) for i, leaf in enumerate(self._leaves)
-                           if leaf["kind"] == "constant"]
-        self._packages = {"compute": compute, "forecast": forecast}
-        state = manifest["state"]
-        specs = [TableSpec(t["region"], t["output_index"], t["output_name"], tuple(t["shape"]),
-                           _DTYPES[t["output_dtype"]]) for t in state["tables"]]
-        self._controller = Controller(options)
-        self._runtime = GraphRuntime(
-            self._controller, self._program(compute), self._program(forecast), self._device,
-            tables=specs, shapes=TableShapes([spec.shape for spec in specs]),  # static shapes
-            region_names=list(manifest["regions"]),
-            skipped=[tuple(s) for s in manifest["skipped_regions"]],
-            time_index=manifest["inputs"].get("time_tensor_index"))
-
-    @staticmethod
-    def _program(package):
-        run = package.loader.run  # flat tensors in, flat tensors out (no pytree per call)
-        return lambda *flat: run(list(flat))
-
-    # -- what a diffusers pipeline reads -------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
-
-    @contextlib.contextmanager
-    def cache_context(self, name: str, **kwargs: Any):
-        """diffusers' protocol: the calls inside belong to context `name` (own Taylor state)."""
-        self._controller.set_context(types.SimpleNamespace(name=name, **kwargs))
+@contextlib.contextmanager
+def _native_input_checks():
+    """AOTInductor's generated code checks every input's dtype, sizes, strides and device when
+    this variable is set at the first call of its library (read once, kept for its lifetime)."""
+    with _NATIVE_CHECKS_LOCK:
+        before = os.environ.get(_NATIVE_CHECKS)
+        os.environ[_NATIVE_CHECKS] = "1"
         try:
             yield
         finally:
-            self._controller.set_context(None)
+            if before is None:
+                del os.environ[_NATIVE_CHECKS]
+            else:
+                os.environ[_NATIVE_CHECKS] = before
 
-    def _reset_stateful_cache(self, recurse: bool = True) -> None:
-        self.reset()
 
-    # -- the compiled model's API -------------------------------------------------------------
-    def reset(self) -> None:
-        """Start a new generation: the next call is step 0 and forecasts nothing from before."""
-        self._controller.reset()
+def _open_aoti(file: Path, name: str, allow_pickle: bool):
+    try:
+        if allow_pickle:  # AOTInductor's Python loader: unpickles embedded programs' weights
+            return torch._inductor.aoti_load_package(str(file)).loader
+        # The C++ loader alone: extracts and opens the compiled library, never unpickles.
+        return torch._C._aoti.AOTIModelPackageLoader(str(file), "model", False, 1, -1)
+    except Exception as err:  # noqa: BLE001 - report which package, keep the cause
+        raise ArtefactError(f"ts_compile.load: AOTInductor could not load the {name} package "
+                            f"{file}: {err}") from err
 
-    def stats(self) -> dict[str, Any]:
-        """Same keys as `ts_compile.stats(compiled)`."""
-        return self._controller.stats()
 
-    @property
-    def controller(self) -> Controller:
-        return self._controller
+def _load_aoti(file: Path, name: str, specs: list[InputSpec], device: torch.device,
+               allow_pickle: bool) -> Callable:
+    loader = _open_aoti(file, name, allow_pickle)
+    taken = pytree.treespec_loads(loader.get_call_spec()[0]).num_leaves
+    if taken != len(specs):
+        raise ArtefactError(
+            f"ts_compile.load: the manifest describes {len(specs)} program inputs (fields "
+            f"inputs.leaves, state.tables, state.order), the {name} package {file.name} takes "
+            f"{taken}")
+    compiled_for = loader.get_metadata().get("AOTI_DEVICE_KEY")
+    if compiled_for != device.type:
+        raise ArtefactError(f"ts_compile.load: manifest field device is {device}, the {name} "
+                            f"package {file.name} was compiled for {compiled_for}")
+    _probe(loader.run, name, specs, device, file)
+    run = loader.run  # flat tensors in, flat tensors out (no pytree per call)
+    return lambda *flat: run(list(flat))
 
-    def example_inputs(self) -> tuple[tuple, dict[str, Any]]:
-        """`(args, kwargs)` that fit the artefact: zero tensors and the exported constants."""
-        leaves = [torch.zeros(leaf["shape"], dtype=_DTYPES[leaf["dtype"]], device=self._device)
-                  if leaf["kind"] == "tensor" else leaf["value"] for leaf in self._leaves]
-        args, kwargs = pytree.tree_unflatten(leaves, self._in_spec)
-        return tuple(args), dict(kwargs)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+def _probe(run: Callable, name: str, specs: list[InputSpec], device: torch.device,
+           file: Path) -> None:
+    """First call of the program, on zeros of the manifest's layout, with AOTInductor's input
+    checks switched on for good: the layout the manifest describes must be the one the program
+    was compiled for, and only the compute program may write the Taylor tables."""
+    inputs = zeros_for(specs, device)
+    tables = [t for t, spec in zip(inputs, specs) if spec.field.startswith("state.tables")]
+    for table in tables:
+        table.fill_(SENTINEL)
+    with _native_input_checks(), torch.no_grad():
         try:
-            kwargs = reorder_kwargs(kwargs, self._in_spec)
-        except ValueError as err:
-            raise ArtefactError(f"ts_compile: this call does not match the exported one: {err}") \
-                from err
-        flat, spec = pytree.tree_flatten((args, kwargs))
-        if spec != self._in_spec:
-            raise ArtefactError("ts_compile: this call's (args, kwargs) structure differs from the "
-                                f"exported one:\n  exported: {self._in_spec}\n  called:   {spec}")
-        tensors = []
-        for i, shape, dtype in self._expected:
-            value = flat[i]
-            if not (isinstance(value, torch.Tensor) and value.shape == shape
-                    and value.dtype == dtype and value.device.type == self._device.type):
+            run(inputs)
+        except RuntimeError as err:
+            found = re.search(r"input_handles\[(\d+)\]: ([^\n]*)", str(err))
+            if found and int(found.group(1)) < len(specs):
+                spec = specs[int(found.group(1))]
                 raise ArtefactError(
-                    f"ts_compile: input {i} must be a {self._device.type} tensor of shape "
-                    f"{list(shape)} and dtype {dtype} (as exported), got " + _describe(value))
-            tensors.append(value)
-        for i, value in self._constants:
-            if flat[i] != value or type(flat[i]) is not type(value):
-                raise ArtefactError(f"ts_compile: input {i} was exported as the constant "
-                                    f"{value!r}, got {_describe(flat[i])}")
-        outputs = self._runtime(*tensors)
-        return pytree.tree_unflatten(list(outputs), self._out_spec)
-
-    def extra_repr(self) -> str:
-        return (f"regions={len(self.manifest['regions'])}, device={self._device}, "
-                f"options={self.options}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.device.type} tensor of shape {list(value.shape)} and dtype {value.dtype}"
-    return repr(value)
+                    f"ts_compile.load: manifest field {spec.field} ({spec.name}) does not match "
+                    f"the {name} package {file.name}: {found.group(2).strip()}") from err
+            raise ArtefactError(f"ts_compile.load: the {name} package {file.name} failed on "
+                                f"inputs of the manifest's layout: {err}") from err
+    wrote_state = any(not bool((table == SENTINEL).all()) for table in tables)
+    if wrote_state != (name == "compute"):
+        actual = "writes" if wrote_state else "does not write"
+        raise ArtefactError(
+            f"ts_compile.load: manifest field packages.{name} names {file.name}, which {actual} "
+            f"the Taylor tables: it is the {'compute' if wrote_state else 'forecast'} program")
 
 
 def package_sizes(path: str | os.PathLike) -> dict[str, int]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, Union
 
 import torch
 
 MAX_ORDER = 4
 CUTS = ("block", "paper")  # named cuts; anything else must be a list of regular expressions
-COMPILERS = ("inductor", "eager")
+COMPILERS = ("inductor", "eager")  # ours; any other registered Dynamo backend name works too
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TIMES = ("step", "timestep", "sigma")
@@ -54,7 +54,10 @@ class TaylorSeerOptions:
     cut:        "block" (forecast each transformer block's outputs), "paper" (the paper's cut:
                 each attention/MLP branch output before its gate) or regular expressions over
                 module paths (forecast the outputs of the matching submodules).
-    compiler:   "inductor" or "eager" (run the rewritten graphs as they are: debugging, tests).
+    compiler:   the inner compiler of both rewritten graphs: "inductor", "eager" (run them as
+                they are: debugging, tests), the name of any other registered Dynamo backend
+                ("openvino", "tensorrt", ...) or a callable `(gm, example_inputs) -> fn` (a
+                Dynamo backend, e.g. one with its options bound by functools.partial).
     state_dtype: dtype of the Taylor state ("float32" unless memory demands otherwise).
     mode:       Inductor mode ("reduce-overhead" captures both graphs as CUDA graphs on GPU).
     inductor_config: extra Inductor config patches.
@@ -75,7 +78,7 @@ class TaylorSeerOptions:
     num_steps: int | None = None
     schedule: frozenset[int] | None = None
     cut: str | tuple[str, ...] = "block"
-    compiler: Literal["inductor", "eager"] = "inductor"
+    compiler: Union[str, Callable[..., Any]] = "inductor"
     state_dtype: str = "float32"
     mode: str | None = None
     inductor_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -95,13 +98,28 @@ class TaylorSeerOptions:
         if self.schedule is not None:
             self._check_schedule()
         self._check_cut()
-        if self.compiler not in COMPILERS:
-            _fail("compiler", self.compiler, " or ".join(map(repr, COMPILERS)))
+        self._check_compiler()
         if self.state_dtype not in STATE_DTYPES:
             _fail("state_dtype", self.state_dtype, ", ".join(map(repr, STATE_DTYPES)))
         if self.mode is not None and self.mode not in INDUCTOR_MODES:
             _fail("mode", self.mode, ", ".join(map(repr, INDUCTOR_MODES)))
         self._check_time()
+
+    def _check_compiler(self) -> None:
+        compiler = self.compiler
+        if callable(compiler) or compiler in COMPILERS:
+            return
+        allowed = ("'inductor', 'eager', the name of a registered Dynamo backend "
+                   "(torch._dynamo.list_backends(exclude_tags=())) or a callable "
+                   "(gm, example_inputs) -> fn")
+        if not isinstance(compiler, str) or compiler == "taylorseer":  # itself: no recursion
+            _fail("compiler", compiler, allowed)
+        from torch._dynamo.backends.registry import lookup_backend
+
+        try:  # also imports backends registered by entry point (e.g. openvino's)
+            lookup_backend(compiler)
+        except Exception as err:  # noqa: BLE001 - InvalidBackend, or the backend's import failed
+            _fail("compiler", compiler, f"{allowed} ({type(err).__name__}: {err})")
 
     def _check_time(self) -> None:
         if self.time not in TIMES:
