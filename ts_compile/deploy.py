@@ -54,7 +54,7 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        dtype_name, embed_aoti_record, options_to_json, program_inputs,
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
 from .options import TaylorSeerOptions
-from .passes import NotApplicable, build_graphs
+from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runner import ExportedTaylorSeer, describe
 from .taylor import scalars_length
 
@@ -251,7 +251,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     leaves = _describe_leaves(flat_with_paths)
     time_index = _time_tensor_index(model, tuple(args), kwargs, flat, settings)
     try:
-        graphs = build_graphs(gm, settings)
+        graphs = build_graphs(gm, settings, declared_block_lists(model))
     except NotApplicable as err:
         raise ArtefactError(f"ts_compile.export: TaylorSeer does not apply to this model: {err}") \
             from err
