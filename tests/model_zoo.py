@@ -110,8 +110,8 @@ def _flux_like(channels: int, text_dim: int, pooled: int | None = None, guidance
     """FLUX-layout inputs: 16 packed image tokens (4x4), 8 text tokens, position ids."""
 
     def inputs(model, g):
-        kwargs = dict(hidden_states=_r(g, 1, 16, channels), encoder_hidden_states=_r(g, 1, 8, text_dim),
-                      timestep=_t(1.0))
+        kwargs = dict(hidden_states=_r(g, 1, 16, channels),
+                      encoder_hidden_states=_r(g, 1, 8, text_dim), timestep=_t(1.0))
         if ids_dims == 3:
             kwargs.update(img_ids=flux_image_ids(4, 4), txt_ids=torch.zeros(8, 3))
         else:  # (t, h, w, l) ids of FLUX.2 / FLUX.3
@@ -321,8 +321,9 @@ def _krea2(model, g):
     position_ids[text:, 2] = torch.arange(grid).repeat(grid)
     mask = torch.ones(1, text, dtype=torch.bool)
     mask[:, -1] = False
-    return dict(hidden_states=_r(g, 1, grid * grid, 16), encoder_hidden_states=_r(g, 1, text, 3, 16),
-                timestep=_t(0.5), position_ids=position_ids, encoder_attention_mask=mask)
+    return dict(hidden_states=_r(g, 1, grid * grid, 16),
+                encoder_hidden_states=_r(g, 1, text, 3, 16), timestep=_t(0.5),
+                position_ids=position_ids, encoder_attention_mask=mask)
 
 
 def _ltx(model, g):
@@ -335,7 +336,8 @@ def _ltx(model, g):
 def _ltx2(model, g):
     f, h, w, audio_frames = 2, 4, 4, 9
     return dict(hidden_states=_r(g, 1, f * h * w, 4), audio_hidden_states=_r(g, 1, audio_frames, 4),
-                encoder_hidden_states=_r(g, 1, 16, 16), audio_encoder_hidden_states=_r(g, 1, 16, 16),
+                encoder_hidden_states=_r(g, 1, 16, 16),
+                audio_encoder_hidden_states=_r(g, 1, 16, 16),
                 timestep=_t(999), encoder_attention_mask=torch.ones(1, 16, dtype=torch.bool),
                 num_frames=f, height=h, width=w, audio_num_frames=audio_frames, fps=25.0)
 
@@ -467,7 +469,8 @@ def _wan_animate(model, g):
     # 4 frames per latent frame (+1), at 4x4 latents (20 tokens) instead of the test's 21x16x16
     frames = 4
     return dict(hidden_states=_r(g, 1, 12, frames + 1, 4, 4), timestep=_t(999),
-                encoder_hidden_states=_r(g, 1, 12, 16), encoder_hidden_states_image=_r(g, 1, 12, 16),
+                encoder_hidden_states=_r(g, 1, 12, 16),
+                encoder_hidden_states_image=_r(g, 1, 12, 16),
                 pose_hidden_states=_r(g, 1, 4, frames, 4, 4),
                 face_pixel_values=_r(g, 1, 3, 4 * (frames - 1) + 1, 16, 16))
 
@@ -643,7 +646,8 @@ _ENTRIES = [
         attention_head_dim=8, num_attention_heads=4, caption_channels=[8, 4], text_emb_dim=8,
         num_routed_experts=2, num_activated_experts=2, axes_dims_rope=(4, 2, 2),
         max_resolution=(32, 32), llama_layers=(0, 1, 2, 3), force_inference_output=True),
-        _hidream, _T + " (batch 1, 16x16 latent; one llama layer per block)", {"num_layers": 1, "num_single_layers": 1},
+        _hidream, _T + " (batch 1, 16x16 latent; one llama layer per block)",
+        {"num_layers": 1, "num_single_layers": 1},
         time="timesteps"),
     ZooEntry("HunyuanImageTransformer2DModel", dict(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
@@ -713,7 +717,8 @@ _ENTRIES = [
         caption_channels=8, in_channels=4, cross_attention_dim=8, out_channels=8,
         attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-06,
-        video_length=2), _latte, _T + " (batch 1, 2 frames: video_length 2)", {"num_layers": 1}, kind="video"),
+        video_length=2), _latte, _T + " (batch 1, 2 frames: video_length 2)", {"num_layers": 1},
+        kind="video"),
     ZooEntry("LongCatImageTransformer2DModel", dict(
         patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
