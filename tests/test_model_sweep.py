@@ -18,8 +18,9 @@ teacher-forced loop (eager inner compiler) and this test asserts what must hold:
 A representative class of every structural family runs by default (about 3 min); the rest carry
 the `sweep` marker and run with `python -m pytest -m sweep tests/test_model_sweep.py` (all 65:
 `-m "sweep or not sweep"`), or through benchmarks/model_sweep.py, which also writes the table of
-docs/models.md (about 15 min for all classes on 2 CPU cores). Classes that fail today because of a ts_compile
-bug are `xfail(strict=True)` with the cause, so a fix turns them into failures to un-mark.
+docs/models.md (about 15 min for all classes on 2 CPU cores). Classes that fail today because of
+a ts_compile bug are `xfail(strict=True)` with the cause, so a fix turns them into failures to
+un-mark.
 """
 
 from __future__ import annotations
@@ -49,22 +50,28 @@ DEFAULT = {
     "TransformerTemporalModel", "SanaTransformer2DModel",
 }
 
-_DROPPED_WRITE = ("in-place write with no users dropped or reordered by the graph surgery "
-                  "(specialisation DCE / re-sort)")
-_VMAP = ("vmap nesting calls (_vmap_increment/_decrement_nesting, no users) of a flex-attention "
-         "block mask dropped or reordered by the graph surgery: 'tensor escaped from vmap'")
+_DROPPED = ("an in-place write with no users is deleted by specialize_guards' dead-code "
+            "elimination (the guarded graph still has it; call_method copy_/masked_fill_ count as "
+            "pure)")
+_REORDERED = ("an in-place write is moved after its readers by the re-sort after guard insertion "
+              "(data edges only)")
+_VMAP = ("functorch's _vmap_increment/_decrement_nesting calls (no users; vmap inside the "
+         "flex-attention block-mask code) are grouped apart from their _add/_remove_batch_dim by "
+         "the re-sort and deleted by the specialisation's DCE: 'tensor escaped from vmap'")
 
-# Classes wrong or crashing today because of a ts_compile bug, with the cause found
-# (docs/models.md has the numbers; the in-place op named is what the Dynamo graph holds).
+# Classes wrong or crashing today because of a ts_compile bug, with the cause found in their
+# guarded and compute graphs (docs/models.md has the numbers).
 XFAIL: dict[str, str] = {
-    "AceStepTransformer1DModel": f"{_DROPPED_WRITE}: mask_tensor.masked_fill_ before the blocks",
-    "CogVideoXTransformer3DModel": f"{_DROPPED_WRITE}: patch_embed's "
+    "AceStepTransformer1DModel": f"{_DROPPED}: mask_tensor.masked_fill_ before the blocks",
+    "CogVideoXTransformer3DModel": f"{_DROPPED}: patch_embed's "
                                    "joint_pos_embedding[:, text_len:].copy_(pos_embedding)",
-    "ConsisIDTransformer3DModel": f"{_DROPPED_WRITE}: patch_embed's pos-embedding copy_",
-    "Ideogram4Transformer2DModel": f"{_DROPPED_WRITE}: rotary_emb's freqs_t[..., idx] = ...",
-    "LTX2VideoTransformer3DModel": f"{_DROPPED_WRITE}: pixel_coords[:, 0, ...] = ... (RoPE coords)",
-    "Lumina2Transformer2DModel": f"{_DROPPED_WRITE}: position_ids / freqs_cis / "
-                                 "joint_hidden_states[...] = ... (graphs split by graph breaks)",
+    "ConsisIDTransformer3DModel": f"{_DROPPED}: patch_embed's pos-embedding copy_",
+    "Ideogram4Transformer2DModel": f"{_REORDERED}: rotary_emb's freqs_t[..., idx] = ... now after "
+                                   "torch.cat((freqs_t, freqs_t))",
+    "LTX2VideoTransformer3DModel": f"{_REORDERED}: pixel_coords[:, 0, ...] = ... (RoPE coords) now "
+                                   "after pixel_coords.chunk(2) and its slices",
+    "Lumina2Transformer2DModel": f"{_REORDERED}: joint_hidden_states[0, 16:80] = ... now after the "
+                                 "region (cond) reading it; graphs split by graph breaks",
     "AnyFlowFARTransformer3DModel": _VMAP,
     "Kandinsky6SRTransformer3DModel": _VMAP,
     "HunyuanVideoFramepackTransformer3DModel": "a region output with an unbacked (data-dependent) "
