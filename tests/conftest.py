@@ -23,3 +23,15 @@ def no_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `sweep` (the rest of the every-transformer sweep) run only when selected with
+    `-m sweep` (or any -m expression naming it); a plain run skips them and says how to run them."""
+    if "sweep" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the full model sweep: run with -m sweep "
+                                   "(or python benchmarks/model_sweep.py)")
+    for item in items:
+        if "sweep" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,156 @@
+"""The every-transformer sweep (issue 12): every diffusers transformer class through the backend.
+
+For each class of tests/model_zoo.py, `tests/model_sweep.py:sweep_one` runs a 12-step
+teacher-forced loop (eager inner compiler) and this test asserts what must hold:
+
+- no crash where plain torch.compile works;
+- every step the backend computed (or ran plainly after a fallback) equals the uncompiled model
+  at the same inputs, and so does every step of an all-compute schedule: bound REL_TOL relative
+  (the measured difference is exactly 0 on every class that passes: the eager inner compiler runs
+  the very ops Dynamo traced, in the same order);
+- a second generation after `ts_compile.reset` is bitwise the first;
+- forecast steps happen, unless stats() names a fallback or a skipped region;
+- the output depends on the blocks (some forecast step differs from the model), so the checks
+  above are not vacuous for the class's config;
+- when forecasting, the regions are the blocks the class declares (diffusers' `_repeated_blocks`,
+  where it has one) and every one of its top-level blocks is a region.
+
+A representative class of every structural family runs by default (about 3 min); the rest carry
+the `sweep` marker and run with `python -m pytest -m sweep tests/test_model_sweep.py` (all 65:
+`-m "sweep or not sweep"`), or through benchmarks/model_sweep.py, which also writes the table of
+docs/models.md (about 15 min for all classes on 2 CPU cores). Classes that fail today because of
+a ts_compile bug are `xfail(strict=True)` with the cause, so a fix turns them into failures to
+un-mark.
+"""
+
+from __future__ import annotations
+
+import diffusers
+import pytest
+import torch
+
+from . import model_sweep as sweep
+from .model_sweep import PLAIN_FAILS, REL_TOL, sweep_one
+from .model_zoo import ZOO, block_lists, build
+
+# One class per structural family (see docs/models.md) and per failure seen, the default run
+# (about 3 min on 2 CPU cores): FLUX-like double + single stream, MMDiT joint blocks,
+# BasicTransformerBlock (DiT), interleaved spatial / temporal lists (Latte), Wan-like with a second
+# list (VACE), CogVideoX-like, single stream with refiners (Z-Image), audio + video (LTX-2),
+# separate text and visual stacks (Kandinsky 5), flex-attention block masks (Kandinsky 6 SR),
+# graph breaks (Qwen-Image 2.1, HiDream, HunyuanVideo 1.5), unbacked sizes (FramePack), 1-D
+# audio (ACE-Step), a UNet part (TransformerTemporalModel), linear attention (Sana).
+DEFAULT = {
+    "FluxTransformer2DModel", "SD3Transformer2DModel", "DiTTransformer2DModel",
+    "LatteTransformer3DModel", "WanVACETransformer3DModel", "CogVideoXTransformer3DModel",
+    "ZImageTransformer2DModel", "LTX2VideoTransformer3DModel", "Kandinsky5Transformer3DModel",
+    "Kandinsky6SRTransformer3DModel", "QwenImage21Transformer2DModel",
+    "HiDreamImageTransformer2DModel", "HunyuanVideo15Transformer3DModel",
+    "HunyuanVideoFramepackTransformer3DModel", "AceStepTransformer1DModel",
+    "TransformerTemporalModel", "SanaTransformer2DModel",
+}
+
+_DROPPED = ("an in-place write with no users is deleted by specialize_guards' dead-code "
+            "elimination (the guarded graph still has it; call_method copy_/masked_fill_ count as "
+            "pure)")
+_REORDERED = ("an in-place write is moved after its readers by the re-sort after guard insertion "
+              "(data edges only)")
+_VMAP = ("functorch's _vmap_increment/_decrement_nesting calls (no users; vmap inside the "
+         "flex-attention block-mask code) are grouped apart from their _add/_remove_batch_dim by "
+         "the re-sort and deleted by the specialisation's DCE: 'tensor escaped from vmap'")
+
+# Classes wrong or crashing today because of a ts_compile bug, with the cause found in their
+# guarded and compute graphs (docs/models.md has the numbers).
+XFAIL: dict[str, str] = {
+    "AceStepTransformer1DModel": f"{_DROPPED}: mask_tensor.masked_fill_ before the blocks",
+    "CogVideoXTransformer3DModel": f"{_DROPPED}: patch_embed's "
+                                   "joint_pos_embedding[:, text_len:].copy_(pos_embedding)",
+    "ConsisIDTransformer3DModel": f"{_DROPPED}: patch_embed's pos-embedding copy_",
+    "Ideogram4Transformer2DModel": f"{_REORDERED}: rotary_emb's freqs_t[..., idx] = ... now after "
+                                   "torch.cat((freqs_t, freqs_t))",
+    "LTX2VideoTransformer3DModel": f"{_REORDERED}: pixel_coords[:, 0, ...] = ... (RoPE coords) now "
+                                   "after pixel_coords.chunk(2) and its slices",
+    "Lumina2Transformer2DModel": f"{_REORDERED}: joint_hidden_states[0, 16:80] = ... now after the "
+                                 "region (cond) reading it; graphs split by graph breaks",
+    "AnyFlowFARTransformer3DModel": _VMAP,
+    "Kandinsky6SRTransformer3DModel": _VMAP,
+    "HunyuanVideoFramepackTransformer3DModel": "a region output with an unbacked (data-dependent) "
+                                               "size: 'Cannot convert symbols to int' allocating "
+                                               "its table",
+    "BriaFiboTransformer2DModel": "block-stack choice: the caption_projection list (one text "
+                                  "projection per block) is taken as blocks",
+    "HunyuanVideo15Transformer3DModel": "graph breaks split the blocks across graphs: the token "
+                                        "refiner's blocks are forecast, transformer_blocks "
+                                        "always run",
+}
+
+# Top-level module lists a config cannot give two entries.
+SINGLE_ENTRY_LISTS = {("WanAnimateTransformer3DModel", "face_adapter")}
+
+
+def _params() -> list:
+    params = []
+    for name in ZOO:
+        marks = [] if name in DEFAULT else [pytest.mark.sweep]
+        if name in XFAIL:
+            marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[name]))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+def test_zoo_has_every_diffusers_transformer():
+    exported = {n for n in dir(diffusers) if "Transformer" in n and "Model" in n}
+    assert set(ZOO) == exported
+    assert DEFAULT <= set(ZOO) and set(XFAIL) <= set(ZOO)
+
+
+def test_zoo_configs_show_the_block_stack():
+    # diffusers' test configs mostly have one block per list, which hides the stack; ours >= 2
+    for name, entry in ZOO.items():
+        model = build(entry)
+        lists = block_lists(model)
+        assert lists, f"{name}: no top-level module list"
+        short = {k: n for k, n in lists.items() if n < 2 and (name, k) not in SINGLE_ENTRY_LISTS}
+        assert not short, f"{name}: lists with fewer than 2 entries: {short}"
+
+
+@pytest.mark.parametrize("name", _params())
+def test_sweep(name):
+    result = sweep_one(name)
+    if result.status == PLAIN_FAILS:
+        pytest.skip(f"plain torch.compile fails on the model itself: {result.reason}")
+    assert not result.error, f"crash where plain compile works: {result.error}\n{result.trace}"
+    assert not result.wrong_steps, (
+        f"computed steps {result.wrong_steps} differ from eager: step 0 rel {result.step0_rel}, "
+        f"worst rel {result.computed_rel} (abs {result.computed_abs})")
+    assert result.all_compute_rel <= REL_TOL, f"all-compute schedule rel {result.all_compute_rel}"
+    assert result.reset_identical, "a second generation after reset differs from the first"
+    if result.forecast_steps == 0:
+        assert result.fallbacks or result.skipped, "nothing forecast and no reason in stats()"
+    else:
+        assert max(result.forecast_rel) > 0, "forecasts equal the model: the blocks do not matter"
+        # what is forecast is the model's block stack, as the class declares it (diffusers'
+        # `_repeated_blocks`, where the class has one), and none of its blocks always runs
+        assert not result.other_regions, f"regions beside the blocks: {result.other_regions}"
+        assert not result.blocks_not_regions, (
+            f"blocks never forecast: {result.blocks_not_regions}")
+
+
+def test_sweep_measures_and_flags_a_wrong_step():
+    # The sweep's own arithmetic: any difference in any output tensor is measured (relative to
+    # the reference's largest value), and a computed step off by it makes the class WRONG.
+    ref = (torch.tensor([1.0, -4.0]), [torch.tensor([2.0])])
+    off = (torch.tensor([1.0, -4.0]), [torch.tensor([2.0 + 1e-5])])
+    assert sweep._errors(ref, ref) == (0.0, 0.0)
+    diff, rel = sweep._errors(off, ref)
+    assert diff > 0 and rel == pytest.approx(diff / 4.0)
+    assert sweep._errors((torch.ones(2),), (torch.ones(3),)) == (float("inf"), float("inf"))
+
+    result = sweep.SweepResult("X", "image", {}, {}, plain_fullgraph=True, forecast_steps=8,
+                               computed_rel=rel, step0_rel=rel, wrong_steps=[0],
+                               all_compute_rel=0.0, reset_identical=True, forecast_rel=[0.1])
+    sweep._classify(result)
+    assert result.status == sweep.WRONG and "[0]" in result.reason
+    result.wrong_steps, result.reset_identical = [], False
+    sweep._classify(result)
+    assert result.status == sweep.WRONG and "reset" in result.reason
