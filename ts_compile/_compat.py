@@ -64,3 +64,11 @@ def compile_isolated(module: torch.nn.Module, **compile_kwargs: Any):
     if HAS_ISOLATE_RECOMPILES:
         return torch.compile(module, isolate_recompiles=True, **compile_kwargs)
     return torch.compile(_fresh_caller(module), **compile_kwargs)
+
+
+def innermost_backend(callback: Any) -> Any:
+    """The backend function inside Dynamo's callback wrappers (torch 2.13 has this helper as
+    `torch._dynamo.eval_frame.innermost_backend`; 2.10 does not, so follow the chain here)."""
+    while hasattr(callback, "_torchdynamo_orig_backend"):
+        callback = callback._torchdynamo_orig_backend
+    return callback

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._compat import compile_isolated
+from ._compat import compile_isolated, innermost_backend
 from .backend import CONTROLLER_ATTR
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs
@@ -30,8 +30,6 @@ def _callback_of(compiled: Any):
 
 def controller_of(compiled: Any) -> Controller | None:
     """The controller of a model compiled with backend="taylorseer" (None before its first call)."""
-    from torch._dynamo.eval_frame import innermost_backend
-
     from .deploy import ExportedTaylorSeer
 
     if isinstance(compiled, ExportedTaylorSeer):
