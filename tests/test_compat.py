@@ -1,6 +1,8 @@
 """compile_isolated on both of its paths: torch's `isolate_recompiles` where torch has it, and the
 fresh-code fallback used on older torch (forced here by clearing the feature flag)."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -56,6 +58,26 @@ def _check_generation(compiled, model, x, steps: int = 9) -> None:
     stats = ts_compile.stats(compiled)
     assert (stats["computed_steps"], stats["forecast_steps"]) == (3, steps - 3)
     assert stats["regions"] == block_paths(SPEC) and not stats["fallbacks"]
+
+
+def test_fresh_caller_passes_every_kind_of_argument_on_unchanged():
+    class AllKinds(torch.nn.Module):
+        def forward(self, a, /, b, c=2, *args, d, e=5, **kw):
+            return (a, b, c, args, d, e, kw)
+
+    class KeywordOnly(torch.nn.Module):
+        def forward(self, a, b=1, *, k=3):
+            return (a, b, k)
+
+    calls = {AllKinds(): [((1, 2), {"d": 4}), ((1, 2, 3, 9, 9), {"d": 4, "e": 6, "z": 7})],
+             KeywordOnly(): [((1,), {}), ((1, 2), {"k": 4})]}
+    for module, arguments in calls.items():
+        caller = _compat._fresh_caller(module)
+        assert inspect.signature(caller) == inspect.signature(module.forward)
+        for args, kwargs in arguments:
+            assert caller(*args, **kwargs) == module(*args, **kwargs)
+    first, second = (_compat._fresh_caller(KeywordOnly()) for _ in range(2))
+    assert first.__func__.__code__ is not second.__func__.__code__  # a cache of its own each
 
 
 def test_plain_compiles_share_the_forwards_budget():

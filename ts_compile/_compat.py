@@ -1,6 +1,7 @@
 """What differs between the torch versions ts-compile supports: feature checks, never version strings.
 
-Each check asks torch whether the API is there; each helper keeps the same behaviour either way.
+Each check asks torch whether the API is there, and each helper keeps the same behaviour either
+way, or does without the API altogether where that is as short (`innermost_backend`).
 """
 
 from __future__ import annotations
