@@ -468,6 +468,9 @@ def load(path: str | os.PathLike, *, options: TaylorSeerOptions | Mapping[str, A
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ArtefactError(f"ts_compile.load: {root}/{MANIFEST} lacks a field or has an invalid "
                             f"one ({type(err).__name__}: {err})") from err
+    # torch 2.10's loader reads torch._inductor.codecache without importing it: in a process
+    # that only loads (a server), that was an AttributeError.
+    import torch._inductor.codecache  # noqa: F401
     from torch._inductor import aoti_load_package
 
     runners = {}
