@@ -73,3 +73,10 @@ def innermost_backend(callback: Any) -> Any:
     while hasattr(callback, "_torchdynamo_orig_backend"):
         callback = callback._torchdynamo_orig_backend
     return callback
+
+
+def source_name(source: Any) -> str:
+    """The name of a Dynamo `Source` (e.g. "L['timestep']"): a property since torch 2.10, a
+    method in 2.9."""
+    name = source.name
+    return name() if callable(name) else name
