@@ -50,6 +50,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import ts_compile  # noqa: E402
+from ts_compile._compat import compile_isolated  # noqa: E402
 from ts_compile.api import controller_of  # noqa: E402
 from ts_compile.options import TaylorSeerOptions  # noqa: E402
 from ts_compile.schedule import computed_steps  # noqa: E402
@@ -210,12 +211,11 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
             rows.append(Row(key, "eager", model, every, compiled=False, kind="plain"))
         elif key == "inductor":
             rows.append(Row(key, f"torch.compile ({compiler})",
-                            torch.compile(model, backend=compiler, isolate_recompiles=True),
+                            compile_isolated(model, backend=compiler),
                             every, compiled=True, kind="plain"))
         elif key.startswith("ts-"):
             o = _ts_options(key, steps, compiler)
-            fn = torch.compile(model, backend="taylorseer", options=_opts_dict(o),
-                               isolate_recompiles=True)
+            fn = compile_isolated(model, backend="taylorseer", options=_opts_dict(o))
             label = ("taylorseer diffusers' schedule O2 block" if key == "ts-dsched-o2-block"
                      else f"taylorseer N={o.interval} O={o.order} {o.cut}")
             rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
@@ -227,8 +227,8 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                     cache_interval=DIFFUSERS_INTERVAL, disable_cache_before_step=WARMUP,
                     max_order=2, taylor_factors_dtype=torch.float32,
                     cache_identifiers=FLUX_BLOCK_IDS))
-            fn = hooked if key == "diffusers-eager" else torch.compile(
-                hooked, backend=compiler, isolate_recompiles=True)
+            fn = hooked if key == "diffusers-eager" else compile_isolated(
+                hooked, backend=compiler)
 
             def call(fn=fn, **kw):
                 with hooked.cache_context("cond"):
@@ -249,8 +249,8 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                              f"({type(cachedit).__name__}: {str(cachedit).splitlines()[0][:160]})")
                 continue
             cd_model, cd_reset = cachedit
-            fn = cd_model if key == "cachedit-eager" else torch.compile(
-                cd_model, backend=compiler, isolate_recompiles=True)
+            fn = cd_model if key == "cachedit-eager" else compile_isolated(
+                cd_model, backend=compiler)
             rows.append(Row(key, "cache-dit F1B0+TaylorSeer " + (
                 "eager" if fn is cd_model else f"torch.compile ({compiler})"),
                             fn, dsched, compiled=fn is not cd_model, kind="cachedit", reset=cd_reset))
@@ -297,7 +297,7 @@ def count_flops(fn: Callable, *args, **kwargs) -> int:
 def ts_step_flops(model, noise, inputs, cut: str) -> tuple[int, int]:
     """(compute, forecast) FLOPs of one taylorseer step, graphs run with the eager compiler."""
     o = TaylorSeerOptions(schedule=[0], order=1, cut=cut, compiler="eager")
-    fn = torch.compile(model, backend="taylorseer", options=_opts_dict(o), isolate_recompiles=True)
+    fn = compile_isolated(model, backend="taylorseer", options=_opts_dict(o))
     fn(**inputs(noise, 1.0))  # compiles (eager inner compiler); step 0
     rt = controller_of(fn).runtimes[0]
     ts_compile.reset(fn)
@@ -616,6 +616,14 @@ def _rusage_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cached_code(compiled: Any):
+    """The code object that holds Dynamo's cache entries for a compile_isolated result, or None."""
+    if hasattr(compiled, "_orig_mod"):  # a compiled module: its forward
+        return type(compiled._orig_mod).forward.__code__
+    caller = getattr(compiled, "_torchdynamo_orig_callable", None)  # compile_isolated's fallback
+    return getattr(getattr(caller, "__func__", None), "__code__", None)
+
+
 def _frames_recompiles(row: Row) -> int | str:
     """Recompiles of a plain compiled row: Dynamo cache entries on the model's forward beyond 1."""
     fn = row.call
@@ -623,17 +631,13 @@ def _frames_recompiles(row: Row) -> int | str:
         from torch._dynamo.eval_frame import _debug_get_cache_entry_list
     except ImportError:
         return "?"
-    target = None
-    if hasattr(fn, "_orig_mod"):
-        target = fn._orig_mod
-    else:  # the diffusers call wrapper closes over the compiled module
-        for cell in (fn.__defaults__ or ()):
-            if hasattr(cell, "_orig_mod"):
-                target = cell._orig_mod
-    if target is None:
+    # the diffusers call wrapper closes over the compiled object
+    compiled = [fn] + [cell for cell in (getattr(fn, "__defaults__", None) or ())]
+    code = next((c for c in map(_cached_code, compiled) if c is not None), None)
+    if code is None:
         return "?"
     try:
-        entries = _debug_get_cache_entry_list(type(target).forward.__code__)
+        entries = _debug_get_cache_entry_list(code)
     except Exception:
         return "?"
     return max(len(entries) - 1, 0) if entries else "?"
@@ -702,7 +706,7 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
     bare = build_model(args.size)[0]  # a fresh copy (a compiled model does not deepcopy)
     bare.transformer_blocks = torch.nn.ModuleList()
     bare.single_transformer_blocks = torch.nn.ModuleList()
-    bare_fn = torch.compile(bare, backend=args.compiler, isolate_recompiles=True)
+    bare_fn = compile_isolated(bare, backend=args.compiler)
     for _ in range(2):
         bare_fn(**inputs(noise, 0.5))
     ts = []

@@ -110,6 +110,20 @@ def enable(model: torch.nn.Module, mode: str, degree: int,
     return model
 
 
+def dynamo_traces_output_gather() -> bool:
+    """Whether Dynamo traces diffusers' context-parallel output gather (an all-gather on a non-0
+    dim). torch 2.11's does not: it skips `torch._utils._maybe_view_chunk_cat`, so `fullgraph=True`
+    fails there, and without it the gather and what follows run as a separate plain graph."""
+    from torch._dynamo import trace_rules
+
+    helper = getattr(torch._utils, "_maybe_view_chunk_cat", None)
+    return helper is None or not trace_rules.check(helper)
+
+
+def fullgraph_for(mode: str) -> bool:
+    return mode == "tp" or dynamo_traces_output_gather()
+
+
 class _CountCollectives(TorchDispatchMode):
     """Counts the functional collectives issued while `inside[0]` is set (eager runs only)."""
 
@@ -156,7 +170,8 @@ def run_case(model_name: str, mode: str, steps: int, degree: int,
     model, make_kwargs = BUILDERS[model_name]()
     enable(model, mode, degree)
     eager_count = eager_block_collectives(model, make_kwargs(0, steps))
-    compiled = torch.compile(model, backend="taylorseer", fullgraph=True,
+    fullgraph = fullgraph_for(mode)
+    compiled = torch.compile(model, backend="taylorseer", fullgraph=fullgraph,
                              options={**OPTIONS, "compiler": compiler})
     outputs = []
     with torch.no_grad():
@@ -166,7 +181,7 @@ def run_case(model_name: str, mode: str, steps: int, degree: int,
     shapes = [tuple(t.shape) for r in controller.runtimes for st in r.states.values()
               for t in st.tables]
     return {"outputs": outputs, "stats": ts_compile.stats(compiled), "table_shapes": shapes,
-            "eager_block_collectives": eager_count}
+            "eager_block_collectives": eager_count, "fullgraph": fullgraph}
 
 
 def main(argv: list[str] | None = None) -> int:

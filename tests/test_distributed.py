@@ -117,7 +117,12 @@ def test_parallel_run_matches_single_process(runs, model_name, mode):
     assert ref_stats["forecast_steps"] == 4 and ref_stats["collectives_skipped"] == 0
     for rank, result in enumerate(_load(out, model_name, mode)):
         stats = result["stats"]
-        assert stats["fallbacks"] == [] and stats["skipped_regions"] == [], stats
+        assert stats["skipped_regions"] == [], stats
+        if result["fullgraph"]:
+            assert stats["fallbacks"] == [], stats
+        else:  # older Dynamo breaks the graph at the output gather: the graphs after it hold no
+            # block and compile plainly; the blocks are all in the first
+            assert all("found no transformer blocks" in f for f in stats["fallbacks"]), stats
         assert stats["regions"] == ref_stats["regions"]
         assert (stats["computed_steps"], stats["forecast_steps"]) == (4, 4)
         for step, (got, want) in enumerate(zip(result["outputs"], reference["outputs"],

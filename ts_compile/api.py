@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ._compat import compile_isolated, innermost_backend
 from .backend import CONTROLLER_ATTR
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
@@ -29,8 +30,6 @@ def _callback_of(compiled: Any):
 
 def controller_of(compiled: Any) -> Controller | None:
     """The controller of a model compiled with backend="taylorseer" (None before its first call)."""
-    from torch._dynamo.eval_frame import innermost_backend
-
     from .deploy import ExportedTaylorSeer
 
     if isinstance(compiled, ExportedTaylorSeer):
@@ -106,10 +105,10 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
                                  None, graphs.guarded.print_readable(print_output=False)))
         return gm
 
-    # isolate_recompiles: explain must neither use up nor be refused by the recompile budget
-    # that the model's forward shares with the user's own compiled copies.
+    # Isolated: explain must neither use up nor be refused by the recompile budget that the
+    # model's forward shares with the user's own compiled copies.
     with torch.no_grad():
-        torch.compile(model, backend=capture, dynamic=False, isolate_recompiles=True)(*args, **kwargs)
+        compile_isolated(model, backend=capture, dynamic=False)(*args, **kwargs)
     if not found:
         raise RuntimeError(
             "ts_compile.explain: Dynamo handed over no graph (the model ran uncompiled, e.g. "

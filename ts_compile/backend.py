@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from ._compat import source_name
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
@@ -107,7 +108,7 @@ def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerO
     names = []
     for index, node in enumerate(placeholders[:graphs.guards.num_user_inputs]):
         source = getattr(node, "_dynamo_source", None)
-        label = source.name if source is not None else node.name
+        label = source_name(source) if source is not None else node.name
         names.append(label)
         if pattern.search(label) and isinstance(example_inputs[index], torch.Tensor):
             return index

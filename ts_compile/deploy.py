@@ -452,6 +452,9 @@ def _native_input_checks():
 def _open_aoti(file: Path, name: str, allow_pickle: bool):
     try:
         if allow_pickle:  # AOTInductor's Python loader: unpickles embedded programs' weights
+            # torch 2.10's Python loader reads torch._inductor.codecache without importing it.
+            import torch._inductor.codecache  # noqa: F401
+
             return torch._inductor.aoti_load_package(str(file)).loader
         # The C++ loader alone: extracts and opens the compiled library, never unpickles.
         return torch._C._aoti.AOTIModelPackageLoader(str(file), "model", False, 1, -1)

@@ -67,10 +67,16 @@ def _redistribute_kinds(node: fx.Node) -> list[str]:
     return [kind for a, b in zip(src, dst) if (kind := _placement_change(a, b))]
 
 
+# How a Dynamo graph spells DTensor.redistribute: a method call (torch 2.13) or a function named
+# "prim_redistribute" with the placements bound inside (torch 2.11).
+_REDISTRIBUTE_NAMES = ("redistribute", "prim_redistribute")
+
+
 def _is_redistribute(node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target == "redistribute"
-    return node.op == "call_function" and getattr(node.target, "__name__", "") == "redistribute"
+    return (node.op == "call_function"
+            and getattr(node.target, "__name__", "") in _REDISTRIBUTE_NAMES)
 
 
 def collective_kinds(node: fx.Node) -> list[str]:

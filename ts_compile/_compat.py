@@ -1,0 +1,82 @@
+"""What differs between the torch versions ts-compile supports: feature checks, never version strings.
+
+Each check asks torch whether the API is there, and each helper keeps the same behaviour either
+way, or does without the API altogether where that is as short (`innermost_backend`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from typing import Any
+
+import torch
+
+# torch.compile(..., isolate_recompiles=True) (torch 2.13): a compile call with a cache and
+# recompile budget of its own, instead of the ones the module's forward shares with every other
+# compiled copy of it.
+HAS_ISOLATE_RECOMPILES = "isolate_recompiles" in inspect.signature(torch.compile).parameters
+
+
+def _signature_texts(params: list[inspect.Parameter]) -> tuple[str, str]:
+    """(parameter list, call arguments) that pass `params` on unchanged; defaults read `_defaults`."""
+    header, call = ["self"], []
+    has_var_positional = any(p.kind is p.VAR_POSITIONAL for p in params)
+    for i, p in enumerate(params):
+        if p.kind is p.KEYWORD_ONLY and not has_var_positional and "*" not in header:
+            header.append("*")
+        star = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        default = "" if p.default is p.empty else f"=_defaults[{p.name!r}]"
+        header.append(star + p.name + default)
+        call.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else star + p.name)
+        if p.kind is p.POSITIONAL_ONLY and (i + 1 == len(params)
+                                            or params[i + 1].kind is not p.POSITIONAL_ONLY):
+            header.append("/")
+    return ", ".join(header), ", ".join(call)
+
+
+def _fresh_caller(module: torch.nn.Module):
+    """`module(...)` from a function made for this call alone, with the signature of its forward.
+
+    Dynamo keeps its cache entries, and counts the recompile budget, per code object: a new one
+    gives this compile its own, as `isolate_recompiles` does. The forward's parameter names (and
+    `self`) keep Dynamo's sources (L['timestep'], L['self']...) what they are when the module
+    itself is compiled; its defaults are the forward's own. Calling the module, not its forward,
+    runs its hooks and diffusers' wrappers as a compile of the module does.
+    """
+    params = list(inspect.signature(module.forward).parameters.values())
+    header, call = _signature_texts(params)
+    # __name__: the function belongs to this module, so inspect finds its source file and Dynamo
+    # compiles its frame (a function with no source file is wrapped in Dynamo's shared code).
+    namespace = {"__name__": __name__,
+                 "_defaults": {p.name: p.default for p in params if p.default is not p.empty}}
+    source = f"def forward({header}):\n    return self({call})\n"
+    exec(compile(source, f"<ts_compile: caller of {type(module).__qualname__}>", "exec"), namespace)
+    return types.MethodType(namespace["forward"], module)
+
+
+def compile_isolated(module: torch.nn.Module, **compile_kwargs: Any):
+    """`torch.compile(module, **compile_kwargs)` that neither uses up nor is refused by the
+    recompile budget of the module's forward (several compiled copies of one model, `explain`).
+
+    On torch without `isolate_recompiles` the result is a compiled function, not a module: call
+    it, and pass it to `ts_compile.reset`/`stats` as usual.
+    """
+    if HAS_ISOLATE_RECOMPILES:
+        return torch.compile(module, isolate_recompiles=True, **compile_kwargs)
+    return torch.compile(_fresh_caller(module), **compile_kwargs)
+
+
+def innermost_backend(callback: Any) -> Any:
+    """The backend function inside Dynamo's callback wrappers (torch 2.13 has this helper as
+    `torch._dynamo.eval_frame.innermost_backend`; 2.10 does not, so follow the chain here)."""
+    while hasattr(callback, "_torchdynamo_orig_backend"):
+        callback = callback._torchdynamo_orig_backend
+    return callback
+
+
+def source_name(source: Any) -> str:
+    """The name of a Dynamo `Source` (e.g. "L['timestep']"): a property since torch 2.10, a
+    method in 2.9."""
+    name = source.name
+    return name() if callable(name) else name
