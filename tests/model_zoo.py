@@ -37,6 +37,7 @@ class ZooEntry:
     latent: str = "hidden_states"   # the argument a sampler updates each step
     time: str | None = "timestep"   # the time argument (None: the class takes no time)
     extra_latents: Mapping[str, int] = dataclasses.field(default_factory=dict)  # arg -> output
+    extra_times: tuple[str, ...] = ()  # further time arguments, falling like `time`
     # the latent's part of output[0] when it is not the leading sub-box of the same rank
     to_latent: Callable[[torch.Tensor], torch.Tensor] | None = None
     kind: str = "image"             # image / video / audio / ...; "part" = not a denoiser
@@ -168,6 +169,25 @@ def _cogview(model, g):
 def _consisid(model, g):
     return dict(hidden_states=_r(g, 1, 1, 4, 8, 8), encoder_hidden_states=_r(g, 1, 8, 8),
                 timestep=_t(999), id_vit_hidden=[torch.ones(1, 2, 2)], id_cond=torch.ones(1, 2))
+
+
+def _cosmos3(model, g):
+    # the test's packed layout at a 4x4 latent instead of 1x1: 4 text tokens (the causal prefix)
+    # then the 16 vision tokens of one frame, with 3-axis rope positions (time, row, column)
+    text, h, w = 4, 4, 4
+    seq = text + h * w
+    position_ids = torch.zeros(3, seq, dtype=torch.long)
+    position_ids[:, :text] = torch.arange(text)
+    position_ids[0, text:] = text
+    position_ids[1, text:] = text + torch.arange(h).repeat_interleave(w)
+    position_ids[2, text:] = text + torch.arange(w).repeat(h)
+    vision = torch.arange(text, seq)
+    return dict(input_ids=torch.randint(0, model.config.vocab_size, (text,), generator=g),
+                text_indexes=torch.arange(text), position_ids=position_ids, und_len=text,
+                sequence_length=seq, vision_tokens=[_r(g, 1, model.config.latent_channel, 1, h, w)],
+                vision_token_shapes=[(1, h, w)], vision_sequence_indexes=vision,
+                vision_mse_loss_indexes=vision, vision_timesteps=torch.full((h * w,), 999.0),
+                vision_noisy_frame_indexes=[torch.tensor([0])])
 
 
 def _cosmos(model, g):
@@ -347,6 +367,13 @@ def _latte(model, g):
                 timestep=_t(999), enable_temporal_attentions=True)
 
 
+def _longcat_audio(model, g):
+    # the test's inputs: 16 latent frames, 10 text tokens, both masks
+    return dict(hidden_states=_r(g, 1, 16, 8), encoder_hidden_states=_r(g, 1, 10, 32),
+                encoder_attention_mask=torch.ones(1, 10, dtype=torch.bool),
+                attention_mask=torch.ones(1, 16, dtype=torch.bool), timestep=_t(1.0))
+
+
 def _lumina2(model, g):
     return dict(hidden_states=_r(g, 1, 4, 16, 16), encoder_hidden_states=_r(g, 1, 16, 32),
                 timestep=_t(1.0), encoder_attention_mask=torch.ones(1, 16, dtype=torch.bool))
@@ -419,9 +446,30 @@ def _nucleus(model, g):
                 img_shapes=[(1, 4, 4)])
 
 
+def _prior(model, g):
+    # the test's inputs at batch 1, with the text mask and the integer timestep the unCLIP and
+    # Kandinsky prior pipelines pass (the mask also switches on the causal mask)
+    cfg = model.config
+    return dict(hidden_states=_r(g, 1, cfg.embedding_dim), timestep=torch.tensor([999]),
+                proj_embedding=_r(g, 1, cfg.embedding_dim),
+                encoder_hidden_states=_r(g, 1, cfg.num_embeddings, cfg.embedding_dim),
+                attention_mask=torch.ones(1, cfg.num_embeddings, dtype=torch.bool))
+
+
 def _prx(model, g):
     return dict(hidden_states=_r(g, 1, 16, 8, 8), timestep=_t(1.0),
                 encoder_hidden_states=_r(g, 1, 16, model.config.context_in_dim))
+
+
+def _rfd4_proteina(model, g):
+    # 8 protein residues, none of them in-context conditioning, each with a local latent; the
+    # conditioning dict holds the two masks the pipeline always adds
+    tokens = 8
+    none, every = torch.zeros(1, tokens, dtype=torch.bool), torch.ones(1, tokens, dtype=torch.bool)
+    return dict(bb_ca=_r(g, 1, tokens, 3), local_latents=_r(g, 1, tokens, model.config.latent_dim),
+                bb_ca_time=_t(1.0), local_latents_time=_t(1.0), padding_mask=every,
+                token_type=torch.zeros(1, tokens, dtype=torch.long),
+                conditioning={"is_in_context_conditioning": none, "supports_local_latent": every})
 
 
 def _sana(model, g):
@@ -599,6 +647,15 @@ _ENTRIES = [
         cross_attn_num_heads=1, LFE_id_dim=2, LFE_vit_dim=2, LFE_depth=5, LFE_dim_head=8,
         LFE_num_heads=2, LFE_num_id_token=1, LFE_num_querie=1, LFE_output_dim=10, LFE_ff_mult=1,
         LFE_num_scale=1), _consisid, _T + " (batch 1)", {"num_layers": 1}, kind="video"),
+    ZooEntry("Cosmos3OmniTransformer", dict(
+        head_dim=6, hidden_act="relu2", hidden_size=12, intermediate_size=24, latent_channel=2,
+        latent_patch_size=1, num_attention_heads=2, num_hidden_layers=2, num_key_value_heads=1,
+        patch_latent_dim=2, qk_norm_for_text=False, rms_norm_eps=1e-5, rope_axes_dim=[1, 1, 1],
+        rope_theta=1e8, vocab_size=32), _cosmos3,
+        _T + " (4x4 latent and 4 text tokens instead of 1x1 and 2)", {"num_hidden_layers": 2},
+        latent="vision_tokens", time="vision_timesteps", kind="video",
+        note="packed text + vision sequence (text is a causal prefix); vision only, no sound or "
+             "action"),
     ZooEntry("CosmosTransformer3DModel", dict(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=2,
         mlp_ratio=2, text_embed_dim=16, adaln_lora_dim=4, max_size=(4, 32, 32),
@@ -724,6 +781,10 @@ _ENTRIES = [
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         axes_dims_rope=[4, 4, 8]), _flux_like(4, 32, guidance=3.5), _T + " (8 text tokens)",
         {"num_layers": 1, "num_single_layers": 1}),
+    ZooEntry("LongCatAudioDiTTransformer", dict(
+        dit_dim=64, dit_depth=2, dit_heads=4, dit_text_dim=32, latent_dim=8, text_conv=False),
+        _longcat_audio, _T, {"dit_depth": 2}, kind="audio",
+        note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("Lumina2Transformer2DModel", dict(
         sample_size=16, patch_size=2, in_channels=4, hidden_size=24, num_layers=2,
         num_refiner_layers=2, num_attention_heads=3, num_kv_heads=1, multiple_of=2,
@@ -774,6 +835,11 @@ _ENTRIES = [
         _T + " shrunk: hidden 32 / 2 heads / depth 2 instead of 1792 / 28 / 4 (8x8 latent)",
         {"depth": 4}),
     _spec("PixArtTransformer2DModel", {"num_layers": 1}),
+    ZooEntry("PriorTransformer", dict(
+        num_attention_heads=2, attention_head_dim=4, num_layers=2, embedding_dim=8,
+        num_embeddings=7, additional_embeddings=4), _prior,
+        _T + " (batch 1, with the text mask)", {"num_layers": 2}, kind="embedding",
+        note="unCLIP / Kandinsky 2 prior: denoises a CLIP image embedding, not an image"),
     ZooEntry("QwenImage21Transformer2DModel", dict(
         patch_size=1, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16,
         num_attention_heads=2, context_in_dim=16, mlp_ratio=3, axes_dims_rope=(4, 6, 6)),
@@ -783,6 +849,18 @@ _ENTRIES = [
         patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
         num_attention_heads=4, joint_attention_dim=16, guidance_embeds=False,
         axes_dims_rope=(8, 4, 4)), _qwen_image, _T, {"num_layers": 2}),
+    ZooEntry("RFD4ProteinaTransformer", dict(
+        nlayers=4, token_dim=16, nheads=2, dim_cond=16, pair_repr_dim=8, latent_dim=4,
+        token_type_emb_dim=4, cath_emb_dim=4, t_emb_dim=16, seq_sep_dim=8, xt_pair_dist_dim=8,
+        tri_mult_c=8, num_sequence_classes=8,
+        feats_seq=("xt_bb_ca", "xt_local_latents", "token_type"),
+        feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+        feats_pair_repr=("xt_bb_ca_pair_dists",)), _rfd4_proteina,
+        _NEW + "; only the features that need no structure annotations; 4 trunk layers, so 2 "
+        "pair updates", {}, latent="bb_ca", time="bb_ca_time", extra_times=("local_latents_time",),
+        extra_latents={"local_latents": 1}, kind="protein",
+        note="protein structure denoiser (backbone + local latents); its time rises from noise (0) "
+             "to data (1), the sweep's falls, which changes none of the checks"),
     _spec("SD3Transformer2DModel", {"num_layers": 4}),
     ZooEntry("SanaTransformer2DModel", dict(
         patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=4,
