@@ -257,6 +257,22 @@ def _hidream(model, g):
                 encoder_hidden_states_llama3=_r(g, layers, 1, 8, 4), pooled_embeds=_r(g, 1, 8))
 
 
+def _hunyuan_dit(model, g):
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed
+    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+
+    # the test's inputs at batch 1; the rope as the pipeline builds it (the test passes ones)
+    grid = 8 // model.config.patch_size
+    crops = get_resize_crop_region_for_grid((grid, grid), 512 // 8 // model.config.patch_size)
+    rope = get_2d_rotary_pos_embed(model.inner_dim // model.num_heads, crops, (grid, grid),
+                                   output_type="pt")
+    return dict(hidden_states=_r(g, 1, 4, 8, 8), timestep=_t(999),
+                encoder_hidden_states=_r(g, 1, 4, 8), text_embedding_mask=torch.ones(1, 4),
+                encoder_hidden_states_t5=_r(g, 1, 4, 8), text_embedding_mask_t5=torch.ones(1, 4),
+                image_meta_size=torch.tensor([[1024.0, 1024.0, 16.0, 16.0, 0.0, 0.0]]),
+                style=torch.zeros(1, dtype=torch.long), image_rotary_emb=rope)
+
+
 def _hunyuan_image(model, g):
     return dict(hidden_states=_r(g, 1, 4, 8, 8), timestep=_t(999),
                 encoder_hidden_states=_r(g, 1, 8, 16), encoder_attention_mask=torch.ones(1, 8))
@@ -372,6 +388,17 @@ def _longcat_audio(model, g):
     return dict(hidden_states=_r(g, 1, 16, 8), encoder_hidden_states=_r(g, 1, 10, 32),
                 encoder_attention_mask=torch.ones(1, 10, dtype=torch.bool),
                 attention_mask=torch.ones(1, 16, dtype=torch.bool), timestep=_t(1.0))
+
+
+def _lumina_next(model, g):
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    # 8x8 latent instead of the test's 16x16; a ones mask and the pipeline's complex rope table
+    # (the test passes random values for both)
+    rope = get_2d_rotary_pos_embed_lumina(model.head_dim, 384, 384)
+    return dict(hidden_states=_r(g, 1, 4, 8, 8), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 16, 32), encoder_mask=torch.ones(1, 16),
+                image_rotary_emb=rope, cross_attention_kwargs={})
 
 
 def _lumina2(model, g):
@@ -500,6 +527,29 @@ def _sana_wm_refiner(model, g):
                 encoder_hidden_states=_r(g, 1, 8, model.config.caption_channels),
                 timestep=torch.full((1, f * h * w), 0.9), video_rotary_emb=rope,
                 encoder_attention_mask=torch.ones(1, 8))
+
+
+def _stable_audio(model, g):
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    # 16 latent frames; the duration embedding is the global token prepended to the sequence,
+    # and the rope covers it too, as in the pipeline
+    frames = 16
+    cfg = model.config
+    rope = get_1d_rotary_pos_embed(cfg.attention_head_dim // 2, frames + 1, use_real=True,
+                                   repeat_interleave_real=False)
+    return dict(hidden_states=_r(g, 1, cfg.in_channels, frames), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 6, cfg.cross_attention_input_dim),
+                global_hidden_states=_r(g, 1, 1, cfg.global_states_input_dim),
+                rotary_embedding=rope)
+
+
+def _stable_audio3(model, g):
+    # the test's inputs at batch 1: 16 latent frames, 4 text tokens, a global vector
+    cfg = model.config
+    return dict(hidden_states=_r(g, 1, cfg.io_channels, 16), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 4, cfg.cond_token_dim),
+                global_hidden_states=_r(g, 1, cfg.global_cond_dim))
 
 
 def _wan_like(channels: int, text_dim: int, **extra_shapes):
@@ -706,6 +756,13 @@ _ENTRIES = [
         _hidream, _T + " (batch 1, 16x16 latent; one llama layer per block)",
         {"num_layers": 1, "num_single_layers": 1},
         time="timesteps"),
+    ZooEntry("HunyuanDiT2DModel", dict(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8,
+        num_attention_heads=2, cross_attention_dim=8, cross_attention_dim_t5=8,
+        pooled_projection_dim=4, hidden_size=16, text_len=4, text_len_t5=4,
+        activation_fn="gelu-approximate"), _hunyuan_dit,
+        _T + " (batch 1; 4 layers instead of 1, so the last takes a long skip from the first)",
+        {"num_layers": 1}),
     ZooEntry("HunyuanImageTransformer2DModel", dict(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
         num_single_layers=2, num_refiner_layers=2, patch_size=(1, 1), text_embed_dim=16,
@@ -776,21 +833,28 @@ _ENTRIES = [
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-06,
         video_length=2), _latte, _T + " (batch 1, 2 frames: video_length 2)", {"num_layers": 1},
         kind="video"),
+    ZooEntry("LongCatAudioDiTTransformer", dict(
+        dit_dim=64, dit_depth=2, dit_heads=4, dit_text_dim=32, latent_dim=8, text_conv=False),
+        _longcat_audio, _T, {"dit_depth": 2}, kind="audio",
+        note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("LongCatImageTransformer2DModel", dict(
         patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         axes_dims_rope=[4, 4, 8]), _flux_like(4, 32, guidance=3.5), _T + " (8 text tokens)",
         {"num_layers": 1, "num_single_layers": 1}),
-    ZooEntry("LongCatAudioDiTTransformer", dict(
-        dit_dim=64, dit_depth=2, dit_heads=4, dit_text_dim=32, latent_dim=8, text_conv=False),
-        _longcat_audio, _T, {"dit_depth": 2}, kind="audio",
-        note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("Lumina2Transformer2DModel", dict(
         sample_size=16, patch_size=2, in_channels=4, hidden_size=24, num_layers=2,
         num_refiner_layers=2, num_attention_heads=3, num_kv_heads=1, multiple_of=2,
         ffn_dim_multiplier=None, norm_eps=1e-05, scaling_factor=1.0, axes_dim_rope=(4, 2, 2),
         axes_lens=(128, 128, 128), cap_feat_dim=32), _lumina2, _T + " (batch 1)",
         {"num_layers": 2, "num_refiner_layers": 1}),
+    ZooEntry("LuminaNextDiT2DModel", dict(
+        sample_size=16, patch_size=2, in_channels=4, hidden_size=24, num_layers=2,
+        num_attention_heads=3, num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None,
+        norm_eps=1e-5, learn_sigma=False, qk_norm=True, cross_attention_dim=32,
+        scaling_factor=1.0), _lumina_next, _T + " (batch 1, 8x8 latent)", {"num_layers": 2},
+        note="its time rises from noise (0) to image (1), the sweep's falls, which changes none "
+             "of the checks"),
     ZooEntry("MiniMaxH3Transformer3DModel", dict(
         num_attention_heads=2, attention_head_dim=16, hidden_size=24, num_layers=2,
         num_refiner_layers=2, ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2),
@@ -891,6 +955,18 @@ _ENTRIES = [
         out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32), _wan_like(4, 16),
         _T + " (8x8 latent)", {"num_layers": 2}, kind="video"),
+    ZooEntry("StableAudio3DiTModel", dict(
+        io_channels=8, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=16,
+        global_cond_dim=12, local_add_cond_dim=5, timestep_features_dim=16, ff_mult=2,
+        num_memory_tokens=3, use_differential_attention=False), _stable_audio3,
+        _T + " (batch 1)", {"depth": 2}, kind="audio",
+        note="text-to-audio denoiser (audio VAE latents)"),
+    ZooEntry("StableAudioDiTModel", dict(
+        sample_size=4, in_channels=3, num_layers=2, attention_head_dim=4,
+        num_key_value_attention_heads=2, out_channels=3, cross_attention_dim=4, time_proj_dim=8,
+        global_states_input_dim=8, cross_attention_input_dim=4), _stable_audio,
+        "diffusers' pipeline test (tests/pipelines/stable_audio; no model test); 16 frames",
+        {"num_layers": 2}, kind="audio", note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("Transformer2DModel", dict(
         in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2,
         attention_head_dim=4, attention_bias=True, num_layers=2, norm_type="ada_norm_zero",
