@@ -179,11 +179,11 @@ def eager_trajectory(entry: ZooEntry, model: torch.nn.Module, kwargs0: dict[str,
     """The inputs of each step and the uncompiled model's outputs on them."""
     inputs, outputs = [], []
     kwargs = dict(kwargs0)
-    t0 = kwargs0[entry.time] if entry.time else None
+    times = {name: kwargs0[name] for name in (entry.time, *entry.extra_times) if name}
     latents = {entry.latent: 0, **entry.extra_latents}
     for step in range(STEPS):
-        if t0 is not None:
-            kwargs[entry.time] = _at_time(t0, step)
+        for name, t0 in times.items():
+            kwargs[name] = _at_time(t0, step)
         inputs.append(dict(kwargs))
         out = _keep(model(**_clone(kwargs), return_dict=False))
         outputs.append(out)

@@ -37,6 +37,7 @@ class ZooEntry:
     latent: str = "hidden_states"   # the argument a sampler updates each step
     time: str | None = "timestep"   # the time argument (None: the class takes no time)
     extra_latents: Mapping[str, int] = dataclasses.field(default_factory=dict)  # arg -> output
+    extra_times: tuple[str, ...] = ()  # further time arguments, falling like `time`
     # the latent's part of output[0] when it is not the leading sub-box of the same rank
     to_latent: Callable[[torch.Tensor], torch.Tensor] | None = None
     kind: str = "image"             # image / video / audio / ...; "part" = not a denoiser
@@ -170,6 +171,25 @@ def _consisid(model, g):
                 timestep=_t(999), id_vit_hidden=[torch.ones(1, 2, 2)], id_cond=torch.ones(1, 2))
 
 
+def _cosmos3(model, g):
+    # the test's packed layout at a 4x4 latent instead of 1x1: 4 text tokens (the causal prefix)
+    # then the 16 vision tokens of one frame, with 3-axis rope positions (time, row, column)
+    text, h, w = 4, 4, 4
+    seq = text + h * w
+    position_ids = torch.zeros(3, seq, dtype=torch.long)
+    position_ids[:, :text] = torch.arange(text)
+    position_ids[0, text:] = text
+    position_ids[1, text:] = text + torch.arange(h).repeat_interleave(w)
+    position_ids[2, text:] = text + torch.arange(w).repeat(h)
+    vision = torch.arange(text, seq)
+    return dict(input_ids=torch.randint(0, model.config.vocab_size, (text,), generator=g),
+                text_indexes=torch.arange(text), position_ids=position_ids, und_len=text,
+                sequence_length=seq, vision_tokens=[_r(g, 1, model.config.latent_channel, 1, h, w)],
+                vision_token_shapes=[(1, h, w)], vision_sequence_indexes=vision,
+                vision_mse_loss_indexes=vision, vision_timesteps=torch.full((h * w,), 999.0),
+                vision_noisy_frame_indexes=[torch.tensor([0])])
+
+
 def _cosmos(model, g):
     return dict(hidden_states=_r(g, 1, 4, 1, 16, 16), timestep=_t(999),
                 encoder_hidden_states=_r(g, 1, 12, 16), attention_mask=torch.ones(1, 12), fps=30)
@@ -235,6 +255,22 @@ def _hidream(model, g):
     return dict(hidden_states=_r(g, 1, 4, 16, 16), timesteps=_t(999),
                 encoder_hidden_states_t5=_r(g, 1, 8, 8),
                 encoder_hidden_states_llama3=_r(g, layers, 1, 8, 4), pooled_embeds=_r(g, 1, 8))
+
+
+def _hunyuan_dit(model, g):
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed
+    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+
+    # the test's inputs at batch 1; the rope as the pipeline builds it (the test passes ones)
+    grid = 8 // model.config.patch_size
+    crops = get_resize_crop_region_for_grid((grid, grid), 512 // 8 // model.config.patch_size)
+    rope = get_2d_rotary_pos_embed(model.inner_dim // model.num_heads, crops, (grid, grid),
+                                   output_type="pt")
+    return dict(hidden_states=_r(g, 1, 4, 8, 8), timestep=_t(999),
+                encoder_hidden_states=_r(g, 1, 4, 8), text_embedding_mask=torch.ones(1, 4),
+                encoder_hidden_states_t5=_r(g, 1, 4, 8), text_embedding_mask_t5=torch.ones(1, 4),
+                image_meta_size=torch.tensor([[1024.0, 1024.0, 16.0, 16.0, 0.0, 0.0]]),
+                style=torch.zeros(1, dtype=torch.long), image_rotary_emb=rope)
 
 
 def _hunyuan_image(model, g):
@@ -347,6 +383,24 @@ def _latte(model, g):
                 timestep=_t(999), enable_temporal_attentions=True)
 
 
+def _longcat_audio(model, g):
+    # the test's inputs: 16 latent frames, 10 text tokens, both masks
+    return dict(hidden_states=_r(g, 1, 16, 8), encoder_hidden_states=_r(g, 1, 10, 32),
+                encoder_attention_mask=torch.ones(1, 10, dtype=torch.bool),
+                attention_mask=torch.ones(1, 16, dtype=torch.bool), timestep=_t(1.0))
+
+
+def _lumina_next(model, g):
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    # 8x8 latent instead of the test's 16x16; a ones mask and the pipeline's complex rope table
+    # (the test passes random values for both)
+    rope = get_2d_rotary_pos_embed_lumina(model.head_dim, 384, 384)
+    return dict(hidden_states=_r(g, 1, 4, 8, 8), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 16, 32), encoder_mask=torch.ones(1, 16),
+                image_rotary_emb=rope, cross_attention_kwargs={})
+
+
 def _lumina2(model, g):
     return dict(hidden_states=_r(g, 1, 4, 16, 16), encoder_hidden_states=_r(g, 1, 16, 32),
                 timestep=_t(1.0), encoder_attention_mask=torch.ones(1, 16, dtype=torch.bool))
@@ -419,9 +473,30 @@ def _nucleus(model, g):
                 img_shapes=[(1, 4, 4)])
 
 
+def _prior(model, g):
+    # the test's inputs at batch 1, with the text mask and the integer timestep the unCLIP and
+    # Kandinsky prior pipelines pass (the mask also switches on the causal mask)
+    cfg = model.config
+    return dict(hidden_states=_r(g, 1, cfg.embedding_dim), timestep=torch.tensor([999]),
+                proj_embedding=_r(g, 1, cfg.embedding_dim),
+                encoder_hidden_states=_r(g, 1, cfg.num_embeddings, cfg.embedding_dim),
+                attention_mask=torch.ones(1, cfg.num_embeddings, dtype=torch.bool))
+
+
 def _prx(model, g):
     return dict(hidden_states=_r(g, 1, 16, 8, 8), timestep=_t(1.0),
                 encoder_hidden_states=_r(g, 1, 16, model.config.context_in_dim))
+
+
+def _rfd4_proteina(model, g):
+    # 8 protein residues, none of them in-context conditioning, each with a local latent; the
+    # conditioning dict holds the two masks the pipeline always adds
+    tokens = 8
+    none, every = torch.zeros(1, tokens, dtype=torch.bool), torch.ones(1, tokens, dtype=torch.bool)
+    return dict(bb_ca=_r(g, 1, tokens, 3), local_latents=_r(g, 1, tokens, model.config.latent_dim),
+                bb_ca_time=_t(1.0), local_latents_time=_t(1.0), padding_mask=every,
+                token_type=torch.zeros(1, tokens, dtype=torch.long),
+                conditioning={"is_in_context_conditioning": none, "supports_local_latent": every})
 
 
 def _sana(model, g):
@@ -452,6 +527,29 @@ def _sana_wm_refiner(model, g):
                 encoder_hidden_states=_r(g, 1, 8, model.config.caption_channels),
                 timestep=torch.full((1, f * h * w), 0.9), video_rotary_emb=rope,
                 encoder_attention_mask=torch.ones(1, 8))
+
+
+def _stable_audio(model, g):
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    # 16 latent frames; the duration embedding is the global token prepended to the sequence,
+    # and the rope covers it too, as in the pipeline
+    frames = 16
+    cfg = model.config
+    rope = get_1d_rotary_pos_embed(cfg.attention_head_dim // 2, frames + 1, use_real=True,
+                                   repeat_interleave_real=False)
+    return dict(hidden_states=_r(g, 1, cfg.in_channels, frames), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 6, cfg.cross_attention_input_dim),
+                global_hidden_states=_r(g, 1, 1, cfg.global_states_input_dim),
+                rotary_embedding=rope)
+
+
+def _stable_audio3(model, g):
+    # the test's inputs at batch 1: 16 latent frames, 4 text tokens, a global vector
+    cfg = model.config
+    return dict(hidden_states=_r(g, 1, cfg.io_channels, 16), timestep=_t(1.0),
+                encoder_hidden_states=_r(g, 1, 4, cfg.cond_token_dim),
+                global_hidden_states=_r(g, 1, cfg.global_cond_dim))
 
 
 def _wan_like(channels: int, text_dim: int, **extra_shapes):
@@ -599,6 +697,15 @@ _ENTRIES = [
         cross_attn_num_heads=1, LFE_id_dim=2, LFE_vit_dim=2, LFE_depth=5, LFE_dim_head=8,
         LFE_num_heads=2, LFE_num_id_token=1, LFE_num_querie=1, LFE_output_dim=10, LFE_ff_mult=1,
         LFE_num_scale=1), _consisid, _T + " (batch 1)", {"num_layers": 1}, kind="video"),
+    ZooEntry("Cosmos3OmniTransformer", dict(
+        head_dim=6, hidden_act="relu2", hidden_size=12, intermediate_size=24, latent_channel=2,
+        latent_patch_size=1, num_attention_heads=2, num_hidden_layers=2, num_key_value_heads=1,
+        patch_latent_dim=2, qk_norm_for_text=False, rms_norm_eps=1e-5, rope_axes_dim=[1, 1, 1],
+        rope_theta=1e8, vocab_size=32), _cosmos3,
+        _T + " (4x4 latent and 4 text tokens instead of 1x1 and 2)", {"num_hidden_layers": 2},
+        latent="vision_tokens", time="vision_timesteps", kind="video",
+        note="packed text + vision sequence (text is a causal prefix); vision only, no sound or "
+             "action"),
     ZooEntry("CosmosTransformer3DModel", dict(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=2,
         mlp_ratio=2, text_embed_dim=16, adaln_lora_dim=4, max_size=(4, 32, 32),
@@ -649,6 +756,13 @@ _ENTRIES = [
         _hidream, _T + " (batch 1, 16x16 latent; one llama layer per block)",
         {"num_layers": 1, "num_single_layers": 1},
         time="timesteps"),
+    ZooEntry("HunyuanDiT2DModel", dict(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8,
+        num_attention_heads=2, cross_attention_dim=8, cross_attention_dim_t5=8,
+        pooled_projection_dim=4, hidden_size=16, text_len=4, text_len_t5=4,
+        activation_fn="gelu-approximate"), _hunyuan_dit,
+        _T + " (batch 1; 4 layers instead of 1, so the last takes a long skip from the first)",
+        {"num_layers": 1}),
     ZooEntry("HunyuanImageTransformer2DModel", dict(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
         num_single_layers=2, num_refiner_layers=2, patch_size=(1, 1), text_embed_dim=16,
@@ -719,6 +833,10 @@ _ENTRIES = [
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-06,
         video_length=2), _latte, _T + " (batch 1, 2 frames: video_length 2)", {"num_layers": 1},
         kind="video"),
+    ZooEntry("LongCatAudioDiTTransformer", dict(
+        dit_dim=64, dit_depth=2, dit_heads=4, dit_text_dim=32, latent_dim=8, text_conv=False),
+        _longcat_audio, _T, {"dit_depth": 2}, kind="audio",
+        note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("LongCatImageTransformer2DModel", dict(
         patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
@@ -730,6 +848,13 @@ _ENTRIES = [
         ffn_dim_multiplier=None, norm_eps=1e-05, scaling_factor=1.0, axes_dim_rope=(4, 2, 2),
         axes_lens=(128, 128, 128), cap_feat_dim=32), _lumina2, _T + " (batch 1)",
         {"num_layers": 2, "num_refiner_layers": 1}),
+    ZooEntry("LuminaNextDiT2DModel", dict(
+        sample_size=16, patch_size=2, in_channels=4, hidden_size=24, num_layers=2,
+        num_attention_heads=3, num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None,
+        norm_eps=1e-5, learn_sigma=False, qk_norm=True, cross_attention_dim=32,
+        scaling_factor=1.0), _lumina_next, _T + " (batch 1, 8x8 latent)", {"num_layers": 2},
+        note="its time rises from noise (0) to image (1), the sweep's falls, which changes none "
+             "of the checks"),
     ZooEntry("MiniMaxH3Transformer3DModel", dict(
         num_attention_heads=2, attention_head_dim=16, hidden_size=24, num_layers=2,
         num_refiner_layers=2, ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2),
@@ -774,6 +899,11 @@ _ENTRIES = [
         _T + " shrunk: hidden 32 / 2 heads / depth 2 instead of 1792 / 28 / 4 (8x8 latent)",
         {"depth": 4}),
     _spec("PixArtTransformer2DModel", {"num_layers": 1}),
+    ZooEntry("PriorTransformer", dict(
+        num_attention_heads=2, attention_head_dim=4, num_layers=2, embedding_dim=8,
+        num_embeddings=7, additional_embeddings=4), _prior,
+        _T + " (batch 1, with the text mask)", {"num_layers": 2}, kind="embedding",
+        note="unCLIP / Kandinsky 2 prior: denoises a CLIP image embedding, not an image"),
     ZooEntry("QwenImage21Transformer2DModel", dict(
         patch_size=1, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16,
         num_attention_heads=2, context_in_dim=16, mlp_ratio=3, axes_dims_rope=(4, 6, 6)),
@@ -783,6 +913,18 @@ _ENTRIES = [
         patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
         num_attention_heads=4, joint_attention_dim=16, guidance_embeds=False,
         axes_dims_rope=(8, 4, 4)), _qwen_image, _T, {"num_layers": 2}),
+    ZooEntry("RFD4ProteinaTransformer", dict(
+        nlayers=4, token_dim=16, nheads=2, dim_cond=16, pair_repr_dim=8, latent_dim=4,
+        token_type_emb_dim=4, cath_emb_dim=4, t_emb_dim=16, seq_sep_dim=8, xt_pair_dist_dim=8,
+        tri_mult_c=8, num_sequence_classes=8,
+        feats_seq=("xt_bb_ca", "xt_local_latents", "token_type"),
+        feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+        feats_pair_repr=("xt_bb_ca_pair_dists",)), _rfd4_proteina,
+        _NEW + "; only the features that need no structure annotations; 4 trunk layers, so 2 "
+        "pair updates", {}, latent="bb_ca", time="bb_ca_time", extra_times=("local_latents_time",),
+        extra_latents={"local_latents": 1}, kind="protein",
+        note="protein structure denoiser (backbone + local latents); its time rises from noise (0) "
+             "to data (1), the sweep's falls, which changes none of the checks"),
     _spec("SD3Transformer2DModel", {"num_layers": 4}),
     ZooEntry("SanaTransformer2DModel", dict(
         patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=4,
@@ -813,6 +955,18 @@ _ENTRIES = [
         out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32), _wan_like(4, 16),
         _T + " (8x8 latent)", {"num_layers": 2}, kind="video"),
+    ZooEntry("StableAudio3DiTModel", dict(
+        io_channels=8, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=16,
+        global_cond_dim=12, local_add_cond_dim=5, timestep_features_dim=16, ff_mult=2,
+        num_memory_tokens=3, use_differential_attention=False), _stable_audio3,
+        _T + " (batch 1)", {"depth": 2}, kind="audio",
+        note="text-to-audio denoiser (audio VAE latents)"),
+    ZooEntry("StableAudioDiTModel", dict(
+        sample_size=4, in_channels=3, num_layers=2, attention_head_dim=4,
+        num_key_value_attention_heads=2, out_channels=3, cross_attention_dim=4, time_proj_dim=8,
+        global_states_input_dim=8, cross_attention_input_dim=4), _stable_audio,
+        "diffusers' pipeline test (tests/pipelines/stable_audio; no model test); 16 frames",
+        {"num_layers": 2}, kind="audio", note="text-to-audio denoiser (audio VAE latents)"),
     ZooEntry("Transformer2DModel", dict(
         in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2,
         attention_head_dim=4, attention_bias=True, num_layers=2, norm_type="ada_norm_zero",
