@@ -240,3 +240,23 @@ def test_writes_through_inductor_match_the_model():
         for step in range(3):
             torch.testing.assert_close(compiled(_inputs(), _time(step, 3)),
                                        model(_inputs(), _time(step, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_python_operators_ending_in_underscore_are_not_writes():
+    """`operator.and_`/`or_`/`not_` end in "_" like in-place methods but write nothing (a block
+    combining masks with `&` was refused as writing outside storage: RFD4-Proteina)."""
+    captured = {}
+
+    def backend(gm, example_inputs, **_):
+        captured["gm"] = gm
+        return gm
+
+    def f(a, b, x):
+        y = x.clone()
+        y.add_(1)
+        return (a & b) | a, y
+
+    torch.compile(f, backend=backend, fullgraph=True)(
+        torch.tensor([True, False]), torch.tensor([True, True]), torch.zeros(2))
+    writes = {n.target for n in captured["gm"].graph.nodes if written_values(n)}
+    assert writes == {"add_"}

@@ -56,8 +56,11 @@ def written_values(node: fx.Node) -> list[fx.Node]:
                 value = node.args[index] if index < len(node.args) else node.kwargs.get(argument.name)
                 written += [v for v in pytree.tree_leaves(value) if isinstance(v, fx.Node)]
         return list(dict.fromkeys(written))
+    # Python's `operator.and_`, `or_`, `not_`, `is_` end in "_" without writing anything: only
+    # the operators listed are in-place there; elsewhere (torch.relu_, ...) the name says it.
+    python_operator = getattr(node.target, "__module__", None) in ("_operator", "operator")
     if (node.target in _INPLACE_OPERATORS or node.kwargs.get("inplace") is True
-            or _is_inplace_name(getattr(node.target, "__name__", ""))):
+            or (not python_operator and _is_inplace_name(getattr(node.target, "__name__", "")))):
         written += _first_node(node)
     return list(dict.fromkeys(written))
 
