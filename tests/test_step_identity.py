@@ -19,7 +19,7 @@ from torch import nn
 import ts_compile
 from ts_compile import stepping
 from ts_compile.api import controller_of
-from ts_compile.runtime import LATE_CLOCK
+from ts_compile.lane import LATE_CLOCK
 
 from .conftest import compile_ts
 from .models import ModelSpec, block_paths, build_model, make_inputs
@@ -409,7 +409,7 @@ def test_device_time_mistake_is_seen_late_warned_counted_and_restarts(monkeypatc
         compiled(x, torch.tensor(1.0))
     runtime = controller_of(compiled).runtimes[0]
     runtime.clock_kind = LATE_CLOCK  # as if `t` lived on a GPU: not read on the host
-    monkeypatch.setattr("ts_compile.runtime.late_times_for", lambda device: LaggedTimes(lag=2))
+    monkeypatch.setattr("ts_compile.lane.late_times_for", lambda device: LaggedTimes(lag=2))
     ts_compile.reset(compiled)
     ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER, official_schedule(WARMUP, INTERVAL))
     # Generation 1: 8 steps; generation 2 follows without reset. Its first two calls are taken

@@ -53,11 +53,12 @@ MAX_CALLS_PER_STEP = 4
 TIME_INPUT_NAMES = ("timestep", "timesteps", "t", "time", "sigma", "sigmas")
 
 
-def host_time(value: Any) -> float | None:
-    """The time input as a Python float if reading it costs no sync (a CPU tensor), else None."""
-    if not isinstance(value, torch.Tensor) or value.device.type != "cpu" or value.numel() == 0:
-        return None
-    return (value if value.dim() == 0 else value.reshape(-1)[0]).item()
+def host_time(value: torch.Tensor) -> float:
+    """The (first) value of a CPU time input (`tolist` is the cheapest read of a few numbers)."""
+    value = value.tolist()
+    while isinstance(value, list):
+        value = value[0]
+    return value
 
 
 def _sign(x: float) -> int:
@@ -117,10 +118,6 @@ class Track:
         self._latent_version = -1
         self.time: float | None = None  # the last call's time, when known on the host
 
-    def _same_latent(self, latent: torch.Tensor | None) -> bool:
-        return (latent is not None and self._latent is not None and self._latent() is latent
-                and latent._version == self._latent_version)
-
     def place(self, latent: torch.Tensor | None, time: float | None, moved: int, clock: Clock,
               given_step: int | None, num_steps: int | None, in_generation: bool) -> str | None:
         """Decide the step and branch of a call (sets `step`, `branch`, `decision`); returns an
@@ -145,14 +142,22 @@ class Track:
             self.step = given_step if given_step is not None else self.step + 1
             self.branch, self.calls_in_step = 0, 1
         self.decision = decision
-        self._remember(latent, time)
+        # What the next call is compared with (a weak reference: the latent is not kept alive).
+        if latent is None:
+            self._latent = None
+        else:
+            if self._latent is None or self._latent() is not latent:
+                self._latent = weakref.ref(latent)
+            self._latent_version = latent._version
+        self.time = time
         return event
 
     def _decide(self, latent, time, moved, clock, given_step, num_steps,
                 in_generation) -> tuple[str | None, int]:
         if self.step < 0:
             return None, NEXT
-        same_latent = self._same_latent(latent) and not self.repeats
+        same_latent = (latent is not None and self._latent is not None and not self.repeats
+                       and self._latent() is latent and latent._version == self._latent_version)
         if given_step is not None:  # the caller's step index
             if given_step == self.step and same_latent:
                 return SECOND_CALL, SAME
@@ -168,15 +173,6 @@ class Track:
         if clock.went_back(moved):
             return (ENDED_EARLY if num_steps is not None else TIME_WENT_BACK), RESTART
         return (SAME_TIME if same_time and not self.repeats else None), NEXT
-
-    def _remember(self, latent: torch.Tensor | None, time: float | None) -> None:
-        if latent is None:
-            self._latent = None
-        else:
-            if self._latent is None or self._latent() is not latent:
-                self._latent = weakref.ref(latent)
-            self._latent_version = latent._version
-        self.time = time
 
 
 class LateTimes:
