@@ -185,6 +185,9 @@ class GraphRuntime:
                            HOST_CLOCK if clock_device.type == "cpu" else
                            LATE_CLOCK if clock_device.type == "cuda" else NO_CLOCK)
         self.discover = discover
+        # Calls this graph served, over every copy and thread (stats counts per copy, in lanes).
+        self.computed_steps = 0
+        self.forecast_steps = 0
         # options.time != "step": which argument holds the sampler time, and the sigma lookup.
         self.time_index = time_index
         self.sigma_table = None
@@ -292,6 +295,7 @@ class GraphRuntime:
             out = self.compute_fn(*args, *state.tables, state.scalars)
             state.record_computed(step)
             counts[0] += 1
+            self.computed_steps += 1
         else:
             offset = 1 if in_time else step - state.last_computed
             state.write_scalars(forecast_step_scalars(order, offset, state.filled))
@@ -300,5 +304,6 @@ class GraphRuntime:
                                   computed=False)
             out = self.forecast_fn(*args, *state.tables, state.scalars)
             counts[1] += 1
+            self.forecast_steps += 1
         state.last_step = step
         return out
