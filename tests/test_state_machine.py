@@ -7,8 +7,8 @@ the time goes down, and a step makes one or two calls (classifier-free guidance:
 tensor, two conditionings), either unnamed (the second call is detected) or named with
 `ts_compile.branch`. Between them: new generations (after `ts_compile.reset`, inside
 `ts_compile.generation`, or with nothing: the time goes back up), generations shorter or longer
-than `num_steps`, input shapes changing back and forth in the middle of a generation, and calls
-that raise (inside a graph, or while Dynamo retraces).
+than `num_steps`, input shapes changing back and forth in the middle of a generation, and
+exceptions (inside a call, while Dynamo retraces, in the loop inside a generation block).
 
 The reference (tests/reference.py, no ts_compile code) keeps one `EagerTaylorSeer` per branch:
 an unnamed call k of a step is branch k at the generation's step index, a named branch counts its
@@ -202,6 +202,18 @@ class TaylorSeerMachine(RuleBasedStateMachine):
         t, cond = torch.tensor(sampler.clock), self.cond(sampler.tokens, 0)
         with torch.no_grad(), pytest.raises(Exception):
             sampler.run(lambda: self.compiled(bad, t, cond))
+        self.forget(sampler)
+
+    @precondition(lambda self: any(s.block is not None for s in self.samplers))
+    @rule(which=st.integers(0, 1))
+    def raise_in_the_loop_inside_a_generation_block(self, which):
+        # The user's own code fails between two steps, inside `with ts_compile.generation(...)`.
+        sampler = self.samplers[which]
+        if sampler.block is None:
+            return
+        block, sampler.block = sampler.block, None
+        error = KeyError("the user's loop")
+        assert not sampler.run(lambda: block.__exit__(KeyError, error, None))  # re-raised
         self.forget(sampler)
 
     def forget(self, sampler: Sampler) -> None:

@@ -360,6 +360,28 @@ def test_32_compiled_copies_each_forecast_with_their_own_state():
     assert len(_debug_get_cache_entry_list(type(copies[0]).forward.__code__)) == 1
 
 
+def test_a_copy_sharing_a_graph_joins_diffusers_protocol_itself():
+    # The second FLUX copy never compiles (it runs the first copy's graph); its first call, inside
+    # its own cache_context, must still be placed in its own "cond" state, and the pipeline's reset
+    # of one copy must not touch the other.
+    from .diffusers_models import tiny_flux
+
+    (model_a, make_kwargs), (model_b, _) = tiny_flux(seed=0), tiny_flux(seed=0)
+    a, b = (compile_ts(m, order=ORDER, interval=INTERVAL, warmup=WARMUP) for m in (model_a, model_b))
+    with torch.no_grad():
+        for step in range(4):
+            a(**make_kwargs(step, 8))
+            with model_b.cache_context("cond"):
+                b(**make_kwargs(step, 8))
+        model_b._reset_stateful_cache()
+        a(**make_kwargs(4, 8))
+    stats_a, stats_b = ts_compile.stats(a), ts_compile.stats(b)
+    assert stats_a["contexts"] == ["default"] and stats_b["contexts"] == ["cond"]
+    assert stats_b["graphs"] == 1 and controller_of(b).compiled_frames == {}  # a's graph
+    assert controller_of(a).lane().tracks["default"].step == 4  # not reset by b's pipeline reset
+    assert controller_of(b).lane().tracks["cond"].step == -1
+
+
 def test_copies_with_different_options_keep_different_schedules():
     model = build_model(SPEC)
     x = make_inputs(SPEC)

@@ -60,7 +60,7 @@ class Lane:
         self._end = self.end_call
         self._ambient: BaseException | None = None
         self._prior: Lane | None = None
-        self._interrupted_by: BaseException | None = None  # counted once however often seen
+        self._interrupted_by: int | None = None  # id of the exception last counted (once)
         # Counters: per graph (computed, forecast) steps, and placement events.
         self.steps: dict[Any, list[int]] = {}  # per graph (GraphRuntime)
         self.events: collections.Counter = collections.Counter()
@@ -71,11 +71,14 @@ class Lane:
 
     # -- the call boundary -----------------------------------------------------------------
     def begin_call(self) -> Callable[[], None]:
+        prior = getattr(current, "lane", None)
         if self.in_call:  # the previous call never reached its end
             self.interrupt()
+            prior = None if prior is self else prior
         self.in_call, self.placed = True, False
         self._ambient = sys.exc_info()[1]  # an exception being handled around the call
-        self._prior, current.lane = getattr(current, "lane", None), self
+        self._interrupted_by = None
+        self._prior, current.lane = prior, self
         return self._end
 
     def end_call(self) -> None:
@@ -84,13 +87,15 @@ class Lane:
         self.in_call = False
         if error is not None and error is not self._ambient:
             self.interrupt(error)
+        self._ambient = None
 
     def interrupt(self, error: BaseException | None = None) -> None:
         """A call raised (in a graph, in Dynamo, in a guard), or the loop did: the generation is
-        over, so that the next call is not taken for step k + 1."""
-        if error is None or error is not self._interrupted_by:
+        over, so that the next call is not taken for step k + 1. One exception seen twice (by
+        the call and by the `generation` block around it) counts once."""
+        if error is None or id(error) != self._interrupted_by:
             self.events[INTERRUPTED] += 1
-        self._interrupted_by = error
+        self._interrupted_by = None if error is None else id(error)
         self.reset()
 
     # -- what the caller declares ----------------------------------------------------------
@@ -102,6 +107,8 @@ class Lane:
             self.late.forget()
         self.clock.time = None  # the next call is compared with nothing before it
         self.given_step = None
+        if not self.in_generation:  # a pipeline gives its number of steps again at each call
+            self.given_num_steps = None
 
     def set_context(self, context: Any | None) -> None:
         if context is None:
@@ -118,16 +125,16 @@ class Lane:
     def end_generation(self, finished: bool) -> None:
         num_steps = self.num_steps
         if finished and num_steps is not None:
-            for name, track in self.tracks.items():
+            for name, track in self.tracks.items():  # (running past the end was noted then)
                 ran = track.step + 1
-                if ran and ran != num_steps:
+                if 0 < ran < num_steps:
                     where = "" if name == DEFAULT_CONTEXT else f" (branch {name!r})"
-                    self._note(ENDED_EARLY if ran < num_steps else RAN_PAST_END,
+                    self._note(ENDED_EARLY,
                                f"ts_compile.generation(num_steps={num_steps}) ran {ran} steps"
                                f"{where}; the schedule's end (cooldown) assumed {num_steps}. "
                                "Pass the loop's length as num_steps.")
+        self.in_generation = False
         self.reset()
-        self.given_num_steps, self.in_generation = None, False
 
     # -- placing a call --------------------------------------------------------------------
     def place(self, latent: torch.Tensor | None, clock: torch.Tensor | None,
@@ -217,8 +224,9 @@ _EVENT_WARNINGS = {
     ENDED_EARLY: ("a generation ended before num_steps={num_steps} steps (the time input went "
                   "back up): a new generation was started, and the ended one's cooldown never "
                   "ran. Set num_steps to the loop's length."),
-    RAN_PAST_END: ("the loop ran past num_steps={num_steps} (the time input kept moving the same "
-                   "way): the steps after it are computed. Set num_steps to the loop's length."),
+    RAN_PAST_END: ("the loop ran past num_steps={num_steps} (the time input kept going, or a "
+                   "ts_compile.generation block was still open): the steps after it are computed. "
+                   "Set num_steps to the loop's length."),
     SAME_TIME: ("two consecutive calls had the same time input but different latent tensors: "
                 "they were taken as two steps. If they are two calls of one step (classifier-free "
                 "guidance), pass the very same latent tensor to both, or name each call with "

@@ -211,7 +211,7 @@ class GraphRuntime:
 
     def __call__(self, *args: Any) -> Any:
         lane = getattr(current, "lane", None)
-        if lane is None or self not in lane.controller.runtime_set:
+        if lane is None or not lane.in_call or self not in lane.controller.runtime_set:
             lane = self._unannounced_call()
         try:
             return self._step(lane, args)
