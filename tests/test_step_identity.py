@@ -395,6 +395,22 @@ def test_copies_with_different_options_keep_different_schedules():
     assert ts_compile.stats(b)["computed_steps"] == 2
 
 
+def test_model_compile_in_place_and_compiled_functions_are_placed_too():
+    x = make_inputs(SPEC)
+    in_place = build_model(SPEC)
+    in_place.compile(backend="taylorseer", options={"compiler": "eager", "interval": INTERVAL})
+    inner = build_model(SPEC)
+    function = compile_ts(lambda x, t: inner(x, t), interval=INTERVAL)
+    with torch.no_grad():
+        for compiled in (in_place, function):
+            for _ in range(2):  # two generations, no reset
+                for t in times(6):
+                    compiled(x, torch.tensor(t))
+    for compiled in (in_place, function):
+        stats = ts_compile.stats(compiled)
+        assert stats["time_went_back"] == 1 and stats["computed_steps"] == 2 * 2
+
+
 # ------------------------------------------------------------------------------------------
 # a time input on a device: decisions checked when its value arrives, later
 # ------------------------------------------------------------------------------------------
