@@ -31,6 +31,9 @@ class TaylorState:
                        for shape in shapes for _ in range(order + 1)]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
         self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
+        # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
+        # built per step; CPU kernels are synchronous, so no call can still be reading them).
+        self._in_place = _numpy_view(self._host_part) if device.type == "cpu" else None
         # Forecasting in sampler time (options.time): the time of the last computed step, and the
         # powers 0..order its differences are raised to.
         self.last_time = torch.zeros((), dtype=torch.float32, device=device)
@@ -51,6 +54,9 @@ class TaylorState:
 
     def write_scalars(self, values: list[float]) -> None:
         """Copy this step's scalars (not the counters after them) to the device, no host sync."""
+        if self._in_place is not None:
+            self._in_place[:] = values
+            return
         host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
         self._host_part.copy_(host, non_blocking=self._pinned)
 
@@ -63,6 +69,14 @@ class TaylorState:
     def record_computed(self, step: int) -> None:
         self.filled = min(self.filled + 1, self.order + 1)
         self.last_computed = step
+
+
+def _numpy_view(tensor: torch.Tensor):
+    """A NumPy array sharing `tensor`'s memory, or None without NumPy."""
+    try:
+        return tensor.numpy()
+    except (RuntimeError, ImportError):
+        return None
 
 
 class Branch:

@@ -11,8 +11,8 @@ In this order:
      unchanged (same object, same version counter), and the time input is equal (or unknown):
      a second call of the same step, e.g. classifier-free guidance as two calls. It gets a branch
      of its own (own Taylor state, same step index);
-   - the time input moves against the direction it has been moving (down, as diffusion samplers
-     run it, until two steps show otherwise): a new generation;
+   - the time input moves against the direction it has been moving (learned from the first two
+     steps): a new generation;
    - after `num_steps` steps: a new generation, unless the time keeps moving the same way (the
      loop runs past `num_steps`: warned, and those steps are computed);
    - equal times with different latent tensors cannot be told apart from a second-order sampler:
@@ -67,34 +67,26 @@ def _sign(x: float) -> int:
 
 class Clock:
     """The time input over one thread's calls (every call name): its last value, and which way it
-    runs within a generation, learned from two steps; until then down is assumed, as diffusion
-    samplers run it (a sampler running it up costs one restart, then is learned)."""
+    runs within a generation (learned from the first move, kept across generations)."""
 
     def __init__(self) -> None:
         self.time: float | None = None
         self.direction = 0  # +1 / -1 once learned
-        self._suspect = 0  # a move against the assumption, seen once
 
     def move(self, time: float | None) -> int:
         """-1, 0 or +1: how `time` moved from the last call's (0 if either is unknown)."""
         return 0 if time is None or self.time is None else _sign(time - self.time)
 
     def went_back(self, moved: int) -> bool:
-        """A move against the direction: a new generation. (A second move up before the
-        direction is learned is a sampler running its time up, not a new generation.)"""
-        if not moved or moved == (self.direction or -1):
-            return False
-        if not self.direction and self._suspect == moved:
-            return False
-        self._suspect = moved
-        return True
+        """A move against the direction: a new generation."""
+        return moved != 0 and self.direction != 0 and moved != self.direction
 
     def goes_on(self, moved: int) -> bool:
-        return moved != 0 and moved == (self.direction or -1)
+        return moved != 0 and moved == self.direction
 
     def advance(self, time: float | None, moved: int, restarted: bool) -> None:
         if moved and not restarted:
-            self.direction, self._suspect = moved, 0
+            self.direction = moved
         self.time = time
 
 
