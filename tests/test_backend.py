@@ -1,5 +1,6 @@
 """The compiled model against the independent eager reference, step by step (eager inner compiler)."""
 
+import types
 import warnings
 
 import pytest
@@ -88,8 +89,10 @@ def test_first_call_computes_even_if_schedule_says_forecast():
     with torch.no_grad():
         compiled(x, torch.tensor(0.0))  # compile; step 0 computed
         ts_compile.reset(compiled)
-        controller_of(compiled).step_index = 6  # a pipeline joining mid-schedule (forecast step)
+        # A pipeline joining mid-schedule: its step index 6 is a forecast step.
+        controller_of(compiled).set_context(types.SimpleNamespace(name="default", step_index=6))
         out = compiled(x, torch.tensor(0.3))
+    assert controller_of(compiled).lane().step == 6
     torch.testing.assert_close(out, model(x, torch.tensor(0.3)))
     assert ts_compile.stats(compiled)["computed_steps"] == 2
 

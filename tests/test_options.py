@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import ts_compile
 from ts_compile import OptionError, TaylorSeerOptions
 
 from .conftest import compile_ts
@@ -19,7 +20,10 @@ BAD = [
     ({"num_steps": 0}, "'num_steps'=0", ">= 1"),
     ({"schedule": [1, 2]}, "'schedule'", "step 0"),
     ({"schedule": [0, -1]}, "'schedule'", "ints >= 0"),
-    ({"schedule": "0,1"}, "'schedule'", "collection"),
+    ({"schedule": "0,1"}, "'schedule'", "sequence"),
+    ({"schedule": {0: 1}}, "'schedule'", "sequence"),
+    ({"schedule": [0, 2.0]}, "'schedule'", "ints >= 0"),
+    ({"interval": 2.5}, "'interval'=2.5", ">= 1"),
     ({"schedule": [0, 9], "num_steps": 5}, "'schedule'", "below num_steps=5"),
     ({"cut": "blocks"}, "'cut'='blocks'", "regular expressions"),
     ({"cut": ["blocks\\.("]}, "'cut'", "valid regular expression"),
@@ -30,6 +34,10 @@ BAD = [
     ({"state_dtype": "int8"}, "'state_dtype'='int8'", "'float32'"),
     ({"mode": "fast"}, "'mode'='fast'", "'reduce-overhead'"),
     ({"ordr": 2}, "unknown option 'ordr'", "order"),
+    ({"compiler": "eager", "max_autotun": True}, "unknown option 'max_autotun'", "Inductor"),
+    ({"inductor_config": {"max_autotun": True}}, "unknown option 'max_autotun'", "Inductor"),
+    ({"inductor_config": 5}, "'inductor_config'=5", "a dict"),
+    ({"compiler": "eager", "max_autotune": 3}, "'max_autotune'=3", "True or False"),
 ]
 
 
@@ -59,10 +67,36 @@ def test_inductor_keys_and_mode_pass_through():
         TaylorSeerOptions.from_compile_kwargs(mode="max-autotune", options={"mode": "default"})
 
 
-def test_torch_compile_rejects_bad_option_before_compiling():
+def test_integers_of_other_libraries_are_ints():
+    import numpy as np
+
+    opts = TaylorSeerOptions.from_compile_kwargs(options={
+        "interval": np.int64(4), "order": torch.tensor(1), "num_steps": np.int32(20),
+        "schedule": np.array([0, 4, 8])})
+    assert (opts.interval, opts.order, opts.num_steps) == (4, 1, 20)
+    assert all(type(v) is int for v in (opts.interval, opts.order, opts.num_steps))
+    assert opts.schedule == frozenset({0, 4, 8}) and all(type(s) is int for s in opts.schedule)
+    with pytest.raises(OptionError, match="'order'"):
+        TaylorSeerOptions.from_compile_kwargs(options={"order": np.float64(1.0)})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"order": 7}, "'order'=7"),
+    ({"compiler": "eager", "max_autotun": True}, "unknown option 'max_autotun'"),
+])
+def test_option_errors_reach_the_caller_as_option_error(options, message):
+    # Raised while Dynamo compiles the first call, they still arrive as ts_compile.OptionError
+    # (not wrapped in Dynamo's BackendCompilerFailed), with the message alone.
     spec = ModelSpec(width=4, lists=(2,))
     model = build_model(spec)
-    compiled = compile_ts(model, order=7)
-    with torch.no_grad(), pytest.raises(Exception) as err:
+    compiled = compile_ts(model, **options)
+    with torch.no_grad(), pytest.raises(OptionError) as err:
         compiled(make_inputs(spec), torch.tensor(0.5))
-    assert "'order'=7" in str(err.value)
+    assert message in str(err.value) and "TORCHDYNAMO_VERBOSE" not in str(err.value)
+
+
+def test_generation_checks_the_options_before_any_call():
+    compiled = compile_ts(build_model(ModelSpec(width=4, lists=(2,))), interval=0)
+    with pytest.raises(OptionError, match="'interval'=0"):
+        with ts_compile.generation(compiled):
+            pass

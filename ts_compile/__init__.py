@@ -1,18 +1,18 @@
 """ts-compile: TaylorSeer feature forecasting for diffusion transformers, as a torch.compile backend.
 
     compiled = torch.compile(model, backend="taylorseer", options={"interval": 5, "order": 2})
-    ts_compile.reset(compiled)   # between generations
+    ts_compile.reset(compiled)   # between generations (or: with ts_compile.generation(compiled):)
     ts_compile.stats(compiled)   # what happened
     ts_compile.export(model, args, kwargs, options=..., path=...)   # AOTInductor artefact
     runner = ts_compile.load(path)                                   # no Dynamo at serve time
 """
 
-from .api import explain, reset, stats
+from .api import branch, explain, generation, reset, stats
 from .deploy import ArtefactError, ExportedTaylorSeer, export, load
 from .options import OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
-__all__ = ["ArtefactError", "ExportedTaylorSeer", "OptionError", "TaylorSeerOptions",
-           "computed_steps", "explain", "export", "flops_speedup", "is_computed_step", "load",
-           "reset", "stats"]
+__all__ = ["ArtefactError", "ExportedTaylorSeer", "OptionError", "TaylorSeerOptions", "branch",
+           "computed_steps", "explain", "export", "flops_speedup", "generation",
+           "is_computed_step", "load", "reset", "stats"]
 __version__ = "0.1.0"

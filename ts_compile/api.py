@@ -1,61 +1,96 @@
-"""User-facing functions: `reset`, `stats`, `explain`."""
+"""User-facing functions: `reset`, `stats`, `generation`, `branch`, `explain`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import inspect
+import numbers
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from ._compat import compile_isolated, innermost_backend
-from .backend import CONTROLLER_ATTR
+from ._compat import compile_isolated
+from .compile_calls import controller_of_compiled
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runtime import Controller
 
 
-def _callback_of(compiled: Any):
-    from torch._dynamo.eval_frame import OptimizedModule
-
-    if isinstance(compiled, OptimizedModule):
-        return compiled.dynamo_ctx.callback
-    fn = compiled
-    if isinstance(compiled, torch.nn.Module):  # model.compile(...) compiles in place
-        fn = getattr(compiled, "_compiled_call_impl", None)
-    if fn is None or not hasattr(fn, "_torchdynamo_orig_callable"):
-        return None
-    return inspect.getclosurevars(fn).nonlocals.get("callback")
-
-
-def controller_of(compiled: Any) -> Controller | None:
-    """The controller of a model compiled with backend="taylorseer" (None before its first call)."""
+def controller_of(compiled: Any) -> Controller:
+    """The controller of a model compiled with backend="taylorseer" (or a loaded artefact)."""
     from .deploy import ExportedTaylorSeer
 
     if isinstance(compiled, ExportedTaylorSeer):
         return compiled.controller
-    callback = _callback_of(compiled)
-    if callback is None:
+    controller = controller_of_compiled(compiled)
+    if controller is None:
         raise TypeError(
             f"ts_compile: expected what torch.compile(..., backend='taylorseer') returned, got "
             f"{type(compiled).__name__}; pass the compiled object, not the original model.")
-    wrapper = innermost_backend(callback)
-    return getattr(wrapper, CONTROLLER_ATTR, None)
+    return controller
 
 
 def reset(compiled: Any) -> None:
-    """Start a new generation: the next call is step 0 and forecasts nothing from before."""
-    controller = controller_of(compiled)
-    if controller is not None:
-        controller.reset()
+    """Start a new generation in the calling thread: the next call is step 0 and forecasts
+    nothing from before."""
+    controller_of(compiled).reset()
 
 
 def stats(compiled: Any) -> dict[str, Any]:
-    """Regions found, steps computed and forecast, bytes of Taylor state, recompiles, fallbacks."""
-    controller = controller_of(compiled)
-    if controller is None:
-        return Controller(TaylorSeerOptions()).stats()
-    return controller.stats()
+    """Regions found, steps computed and forecast, bytes of Taylor state, recompiles, fallbacks,
+    how calls were placed (second calls, generations detected, mistakes), interruptions."""
+    return controller_of(compiled).stats()
+
+
+@contextlib.contextmanager
+def generation(compiled: Any, num_steps: int | None = None) -> Iterator[None]:
+    """One generation of a hand-written sampling loop, in the calling thread.
+
+    It starts from an empty state and ends with a reset, so generations need no `reset` between
+    them; with `num_steps` the schedule's end (cooldown) is known, and a loop of another length
+    is warned about. Inside, each call is the next step, except second calls of a step, which
+    `branch` names (or which are detected: the very same latent tensor at the same time).
+
+        with ts_compile.generation(compiled, num_steps=50):
+            for t in timesteps:
+                with ts_compile.branch(compiled, "cond"):
+                    v_cond = compiled(x, t, cond)
+                with ts_compile.branch(compiled, "uncond"):
+                    v_uncond = compiled(x, t, uncond)
+                x = step(x, v_uncond + scale * (v_cond - v_uncond))
+    """
+    if num_steps is not None:
+        if (isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral)
+                or num_steps < 1):
+            raise ValueError(f"ts_compile.generation: num_steps={num_steps!r} must be an int "
+                             ">= 1 (the loop's length) or None.")
+        num_steps = int(num_steps)
+    lane = controller_of(compiled).lane()
+    lane.begin_generation(num_steps)
+    try:
+        yield
+    except BaseException as error:
+        lane.interrupt(error)
+        lane.end_generation(finished=False)
+        raise
+    lane.end_generation(finished=True)
+
+
+@contextlib.contextmanager
+def branch(compiled: Any, name: str) -> Iterator[None]:
+    """The calls inside are branch `name` of their step (own Taylor state, same schedule), as
+    diffusers' `cache_context(name)`: e.g. "cond" and "uncond" for classifier-free guidance run
+    as two calls per step."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"ts_compile.branch: name={name!r} must be a non-empty string.")
+    lane = controller_of(compiled).lane()
+    prior = lane.context
+    lane.context = name
+    try:
+        yield
+    finally:
+        lane.context = prior
 
 
 @dataclasses.dataclass

@@ -20,25 +20,22 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
+from .compile_calls import controller_for_current_compile
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
-from .runtime import Controller, GraphRuntime
+from .runtime import GraphRuntime
 from .state import TableShapes, TaylorState
+from .stepping import TIME_INPUT_NAMES
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_ATTR = "_ts_compile_controller"
-
 
 def _compile_wrapper_frame_owner() -> Any | None:
-    """The `_TorchCompileWrapper` of the `torch.compile` call being compiled, if any.
-
-    Each `torch.compile(...)` creates one; keeping the controller on it gives each compiled model
-    (even two compiled copies of one module) its own state, shared by all of its graphs.
-    """
+    """The `_TorchCompileWrapper` of the `torch.compile` call being compiled, if any."""
     wrapper_code = torch._TorchCompileWrapper.__call__.__code__
     frame = sys._getframe(1)
     while frame is not None:
@@ -48,46 +45,51 @@ def _compile_wrapper_frame_owner() -> Any | None:
     return None
 
 
-class _OwnOptions(dict):
-    """The options of one `torch.compile` call, equal only to themselves.
+class _PassThroughOptionError(OptionError, ShortenTraceback):
+    """An `OptionError` raised while Dynamo compiles. Dynamo wraps a backend's exceptions in
+    `BackendCompilerFailed` except `ShortenTraceback`s, which it re-raises as they are: so the
+    user catches `ts_compile.OptionError` (or ValueError) from the compiled model's call."""
 
-    Dynamo lets a compiled model reuse another's cached graphs when their backends compare equal,
-    and `_TorchCompileWrapper.__eq__` compares the options dicts by value: two compiled copies of
-    one module would then share graphs, and with them Taylor state. Identity equality stops that.
-    """
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.first_useful_frame = None  # what ShortenTraceback keeps (None: the whole traceback)
 
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __ne__(self, other: object) -> bool:
-        return self is not other
-
-    __hash__ = None  # type: ignore[assignment]
+    def __str__(self) -> str:
+        return self.message  # without the notes Dynamo appends to the arguments
 
 
-def controller_for_current_compile(options: TaylorSeerOptions) -> Controller:
-    owner = _compile_wrapper_frame_owner()
-    controller = getattr(owner, CONTROLLER_ATTR, None)
-    if controller is None:
-        controller = Controller(options)
-        if owner is not None:
-            setattr(owner, CONTROLLER_ATTR, controller)
-            owner.kwargs["options"] = _OwnOptions(owner.kwargs.get("options") or {})
-    return controller
+_PassThroughOptionError.__name__ = _PassThroughOptionError.__qualname__ = "OptionError"
+
+
+def _root_frame() -> Any | None:
+    """The frame Dynamo is tracing from (None outside a trace, e.g. called directly in a test)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        return InstructionTranslator.current_tx().output.root_tx
+    except Exception:
+        return None
 
 
 def _module_being_compiled() -> torch.nn.Module | None:
     """The module whose forward Dynamo is tracing (None for plain functions)."""
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        frame_locals = InstructionTranslator.current_tx().output.root_tx.f_locals
-    except Exception:  # not inside a Dynamo trace (e.g. called directly in a test)
-        return None
+    root = _root_frame()
+    frame_locals = {} if root is None else root.f_locals
     for name in ("self", "fn"):
         if isinstance(frame_locals.get(name), torch.nn.Module):
             return frame_locals[name]
     return None
+
+
+def _latent_input_name() -> str | None:
+    """The first argument of the traced forward (the latent: `hidden_states`, `x`, ...); None
+    for a resume function after a graph break, whose arguments are intermediate values."""
+    root = _root_frame()
+    if root is None or root.f_code.co_name.startswith("torch_dynamo_resume_in_"):
+        return None
+    names = [n for n in root.f_code.co_varnames[:root.f_code.co_argcount] if n != "self"]
+    return names[0] if names else None
 
 
 def _device_of(example_inputs: Sequence[Any]) -> torch.device:
@@ -97,26 +99,50 @@ def _device_of(example_inputs: Sequence[Any]) -> torch.device:
     return torch.device("cpu")
 
 
-def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
-    """Position, among the graph's inputs, of the argument that carries the sampler time."""
-    if options.time == "step":
-        return None
-    name = options.time_input
-    # Dynamo's sources read L['timestep'], or L['kwargs']['timestep'] under diffusers' wrappers.
-    pattern = re.compile(r"\[['\"]" + re.escape(name) + r"['\"]\]$")
+def _input_labels(graphs) -> list[str]:
+    """Dynamo's source of each user input: L['x'], or L['kwargs']['x'] under wrappers."""
     placeholders = list(graphs.guarded.graph.find_nodes(op="placeholder"))
-    names = []
-    for index, node in enumerate(placeholders[:graphs.guards.num_user_inputs]):
+    labels = []
+    for node in placeholders[:graphs.guards.num_user_inputs]:
         source = getattr(node, "_dynamo_source", None)
-        label = source_name(source) if source is not None else node.name
-        names.append(label)
+        labels.append(source_name(source) if source is not None else node.name)
+    return labels
+
+
+def input_index(graphs, example_inputs: Sequence[Any], name: str | None) -> int | None:
+    """Position, among the graph's inputs, of the tensor argument `name` (None if absent)."""
+    if name is None:
+        return None
+    pattern = re.compile(r"\[['\"]" + re.escape(name) + r"['\"]\]$")
+    for index, label in enumerate(_input_labels(graphs)):
         if pattern.search(label) and isinstance(example_inputs[index], torch.Tensor):
             return index
-    raise OptionError(
-        f"ts_compile: option time={options.time!r} reads the forward argument "
-        f"{name!r}, but no tensor input of that name reaches the graph (inputs: "
-        f"{', '.join(n for n in names if 'parameters' not in n) or 'none'}); pass the time "
-        "as a tensor, set time_input to the argument's name, or use time='step'.")
+    return None
+
+
+def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
+    """Position, among the graph's inputs, of the argument the forecast's time is read from."""
+    if options.time == "step":
+        return None
+    index = input_index(graphs, example_inputs, options.time_input)
+    if index is None:
+        names = [n for n in _input_labels(graphs) if "parameters" not in n]
+        raise OptionError(
+            f"ts_compile: option time={options.time!r} reads the forward argument "
+            f"{options.time_input!r}, but no tensor input of that name reaches the graph "
+            f"(inputs: {', '.join(names) or 'none'}); pass the time as a tensor, set time_input "
+            "to the argument's name, or use time='step'.")
+    return index
+
+
+def clock_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
+    """Position of the time input that calls are placed by (stepping.py): the option's
+    `time_input`, else the first of the usual names."""
+    for name in (options.time_input, *TIME_INPUT_NAMES):
+        index = input_index(graphs, example_inputs, name)
+        if index is not None:
+            return index
+    return None
 
 
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
@@ -160,8 +186,18 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     """Dynamo backend: `torch.compile(model, backend="taylorseer", options={...})`."""
     if unknown:
         raise TypeError(f"ts_compile: unexpected backend arguments {sorted(unknown)}")
+    try:
+        return _compile(gm, example_inputs, mode, options)
+    except _PassThroughOptionError:
+        raise
+    except OptionError as err:
+        raise _PassThroughOptionError(str(err)) from None
+
+
+def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None,
+             options: dict[str, Any] | None) -> Callable:
     settings = TaylorSeerOptions.from_compile_kwargs(mode, options)
-    controller = controller_for_current_compile(settings)
+    controller = controller_for_current_compile(_compile_wrapper_frame_owner(), settings)
     compile_id = gm.meta.get("dynamo_compile_id")
     controller.record_compile(getattr(compile_id, "frame_id", None))
 
@@ -176,6 +212,7 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
     time_index = time_input_index(graphs, example_inputs, settings)  # fails before compiling
+    clock_index = clock_input_index(graphs, example_inputs, settings)
     device = _device_of(example_inputs)
     shapes = TableShapes.of(graphs)
     example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
@@ -185,5 +222,8 @@ def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str |
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
     attach_to_diffusers_model(module, controller)
-    return GraphRuntime.for_graphs(controller, graphs, compute_fn, forecast_fn, device,
-                                   time_index=time_index)
+    return GraphRuntime.for_graphs(
+        controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
+        latent_index=input_index(graphs, example_inputs, _latent_input_name()),
+        clock_index=clock_index,
+        clock_device=None if clock_index is None else example_inputs[clock_index].device)

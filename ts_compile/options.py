@@ -10,6 +10,7 @@ and config must be expressible inside ``options``).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, Union
@@ -32,10 +33,20 @@ def _fail(name: str, value: Any, allowed: str) -> None:
     raise OptionError(f"ts_compile: option {name!r}={value!r} is invalid; allowed: {allowed}.")
 
 
+def _is_int(value: Any) -> bool:
+    """An int, or an integer of another library (numpy, a 0-d integer tensor); not a bool."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """The value as a Python int, if it is an integer in range."""
     allowed = f"an int >= {low}" if high is None else f"an int in {low}..{high}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not _is_int(value):
         _fail(name, value, allowed)
+    value = int(value)
     if value < low or (high is not None and value > high):
         _fail(name, value, allowed)
     return value
@@ -87,12 +98,11 @@ class TaylorSeerOptions:
     alphas_cumprod: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_int("order", self.order, 0, MAX_ORDER)
-        _check_int("interval", self.interval, 1)
-        _check_int("warmup", self.warmup, 1)
-        _check_int("cooldown", self.cooldown, 0)
+        for name, low, high in (("order", 0, MAX_ORDER), ("interval", 1, None), ("warmup", 1, None),
+                                ("cooldown", 0, None)):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), low, high))
         if self.num_steps is not None:
-            _check_int("num_steps", self.num_steps, 1)
+            object.__setattr__(self, "num_steps", _check_int("num_steps", self.num_steps, 1))
         if self.cooldown and self.num_steps is None:
             _fail("cooldown", self.cooldown, "0 unless num_steps is given (the end must be known)")
         if self.schedule is not None:
@@ -146,10 +156,13 @@ class TaylorSeerOptions:
 
     def _check_schedule(self) -> None:
         steps = self.schedule
-        if not isinstance(steps, Collection) or isinstance(steps, (str, bytes)):
-            _fail("schedule", steps, "a collection of computed step indices (ints >= 0)")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
-            _fail("schedule", steps, "a collection of computed step indices (ints >= 0)")
+        allowed = "a sequence of computed step indices (ints >= 0), e.g. [0, 5, 10]"
+        if isinstance(steps, torch.Tensor):
+            steps = steps.tolist() if steps.dim() == 1 and not steps.is_floating_point() else None
+        if (not isinstance(steps, Collection) or isinstance(steps, (str, bytes, Mapping))
+                or not all(_is_int(s) and s >= 0 for s in steps)):
+            _fail("schedule", self.schedule, allowed)
+        steps = [int(s) for s in steps]
         if 0 not in steps:
             _fail("schedule", sorted(steps), "a collection that contains step 0 (the first "
                   "step has nothing to forecast from)")
@@ -199,15 +212,13 @@ class TaylorSeerOptions:
         for key, value in (options or {}).items():
             if key in ours:
                 settings[key] = value
-            elif key == "inductor_config" and isinstance(value, Mapping):
-                inductor.update(value)
-            elif _is_inductor_config_key(key):
-                inductor[key] = value
+            elif key == "inductor_config":
+                if not isinstance(value, Mapping):
+                    _fail("inductor_config", value, "a dict of Inductor config keys and values")
+                for inner, inner_value in value.items():
+                    inductor[inner] = _check_inductor_option(inner, inner_value, ours)
             else:
-                raise OptionError(
-                    f"ts_compile: unknown option {key!r}; TaylorSeer options are "
-                    f"{', '.join(sorted(ours))}, and Inductor config keys pass through "
-                    "(see torch._inductor.config).")
+                inductor[key] = _check_inductor_option(key, value, ours)
         if mode is not None:
             if "mode" in settings and settings["mode"] != mode:
                 raise OptionError(f"ts_compile: mode={mode!r} conflicts with options['mode']="
@@ -222,11 +233,17 @@ class TaylorSeerOptions:
         return cls.from_compile_kwargs(options=value)
 
 
-def _is_inductor_config_key(key: str) -> bool:
+def _check_inductor_option(key: Any, value: Any, ours: set[str]) -> Any:
+    """An Inductor config key and its value, checked against Inductor's config whichever
+    compiler runs (so that `compiler="eager"` in tests does not hide a typo)."""
     import torch._inductor.config as inductor_config
 
-    try:
-        inductor_config.__getattr__(key)
-    except AttributeError:
-        return False
-    return True
+    entry = inductor_config._config.get(key) if isinstance(key, str) else None
+    if entry is None:
+        raise OptionError(
+            f"ts_compile: unknown option {key!r}; TaylorSeer options are "
+            f"{', '.join(sorted(ours))}, and Inductor config keys pass through "
+            "(see torch._inductor.config).")
+    if isinstance(entry.default, bool) and not isinstance(value, bool):
+        _fail(key, value, "True or False (an Inductor switch)")
+    return value

@@ -1,17 +1,25 @@
 """Host-side dispatch: per call, pick the compute or the forecast graph and feed it its state.
 
-`Controller`: one per `torch.compile(...)` call (one compiled model). Holds the options, the call
-context (diffusers' "cond"/"uncond"), an explicit step index when a pipeline gives one, the
-warnings already given and the counters `ts_compile.stats` reports.
+`Controller`: one per `torch.compile(...)` call (one compiled model, or one compiled copy of a
+module class). Holds the options, fallbacks, compile counts, warnings given, and one `Lane` per
+thread.
 
-`GraphRuntime`: one per graph Dynamo hands the backend. Owns the two compiled graphs and one
-`TaylorState` per context; its `__call__` is the hot path: a few integer comparisons, one small
-host->device copy of the step's scalars, one call. No device->host sync.
+`Lane` (lane.py): one thread's use of the compiled model: where its calls are (step, branch,
+generation) and the Taylor states of every branch.
+
+`GraphRuntime`: one per graph Dynamo hands the backend. Compiled copies whose options compare
+equal share it (Dynamo reuses the graph), so it holds no state: that lives in the lane of the
+copy being called (compile_calls.py marks each call's lane). Its `__call__` is the hot path: place
+the call (the first graph of a model call), look up the branch's state, a few integer comparisons,
+one small host->device copy of the step's scalars, one call. No device->host sync.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -19,83 +27,121 @@ from typing import Any
 import torch
 
 from .distributed import collective_stats
+from .lane import DEFAULT_CONTEXT, EVENTS, HOST_CLOCK, LATE_CLOCK, NO_CLOCK, Lane, current
 from .options import TaylorSeerOptions
 from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
-from .state import TableShapes, TaylorState
+from .state import Branch, TableShapes, TaylorState
 from .taylor import (apply_device_time, compute_step_scalars, forecast_step_scalars,
                      sigmas_from_alphas_cumprod, time_value)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT = "default"
+__all__ = ["DEFAULT_CONTEXT", "Controller", "GraphRuntime", "current"]
 
 
 class Controller:
-    """Everything the graphs of one compiled model share."""
+    """Everything the graphs of one compiled model (copy) share, and its lanes (one per thread)."""
 
     def __init__(self, options: TaylorSeerOptions) -> None:
         self.options = options
-        self.runtimes: list[GraphRuntime] = []
-        self.context = DEFAULT_CONTEXT
-        self.step_index: int | None = None  # given by a pipeline (cache_context); else counted
-        self.num_steps: int | None = None  # given by a pipeline; else options.num_steps
+        self.runtimes: list[GraphRuntime] = []  # the graphs this copy has run (or compiled)
+        self.runtime_set: set[GraphRuntime] = set()
         self.fallbacks: list[str] = []  # why a graph got a plain compile
-        # Per context, the state its last call used: when Dynamo sends the context to another
-        # graph (a recompile mid-generation), that graph continues this state if it can.
-        self.latest_states: dict[str, TaylorState] = {}
         self.compiled_frames: dict[int, int] = {}  # Dynamo frame id -> graphs compiled for it
+        self.lanes: list[Lane] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self.interrupted = 0  # generations cut short by an exception inside a call
 
-    def warn_once(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
+    def lane(self) -> Lane:
+        """The calling thread's lane (made on its first call)."""
+        try:
+            return self._local.lane
+        except AttributeError:
+            lane = self._local.lane = Lane(self)
+            with self._lock:
+                self.lanes.append(lane)
+            return lane
+
+    def enter_call(self) -> Callable[[], None]:
+        """Call boundary (a Dynamo context hook): a model call begins; returns its end."""
+        return self.lane().begin_call()
+
+    def adopt(self, runtime: GraphRuntime) -> None:
+        """This copy runs `runtime` (compiled by it, or by an equal copy: Dynamo shares graphs)."""
+        with self._lock:
+            if runtime not in self.runtime_set:
+                self.runtimes.append(runtime)
+                self.runtime_set.add(runtime)
+
+    def warn_once(self, message: str, key: str | None = None) -> None:
+        key = message if key is None else key
+        if key not in self._warned:
+            self._warned.add(key)
             warnings.warn(f"ts_compile: {message}", stacklevel=3)
 
     def record_compile(self, frame_id: int | None) -> None:
         if frame_id is not None:
             self.compiled_frames[frame_id] = self.compiled_frames.get(frame_id, 0) + 1
 
+    # What callers declare; each applies to the calling thread's lane.
     def reset(self) -> None:
-        """Start a new generation: every graph's state, in every context, forgets its history."""
-        for runtime in self.runtimes:
-            runtime.reset()
-        self.step_index = None
+        """Start a new generation in the calling thread: every branch forgets its history."""
+        self.lane().reset()
 
     def set_context(self, context: Any | None) -> None:
         """Take a pipeline's call context (diffusers `CacheContext`, or None when it ends)."""
-        if context is None:
-            self.context, self.step_index = DEFAULT_CONTEXT, None
-            return
-        self.context = context.name
-        self.step_index = getattr(context, "step_index", None)
-        self.num_steps = getattr(context, "num_inference_steps", None) or self.num_steps
+        self.lane().set_context(context)
 
     def stats(self) -> dict[str, Any]:
-        """Counters over all graphs; regions and tables shared by recompiled graphs count once."""
-        states = {id(st): st for r in self.runtimes for st in r.states.values()}
+        """Counters over all graphs and threads; tables shared by several graphs count once."""
+        with self._lock:
+            lanes, runtimes = list(self.lanes), list(self.runtimes)
+        states = {id(st): st for lane in lanes for st in lane.all_states()}
         nonfinite = [st.nonfinite_counts() for st in states.values()]  # one read per state
+        steps = collections.Counter()
+        events = collections.Counter()
+        for lane in lanes:
+            for runtime, (computed, forecast) in lane.steps.items():
+                steps[runtime, 0] += computed
+                steps[runtime, 1] += forecast
+            events.update(lane.events)
         return {
-            "graphs": len(self.runtimes),
-            "regions": list(dict.fromkeys(n for r in self.runtimes for n in r.region_names)),
-            "skipped_regions": list(dict.fromkeys(s for r in self.runtimes for s in r.skipped)),
+            "graphs": len(runtimes),
+            "regions": list(dict.fromkeys(n for r in runtimes for n in r.region_names)),
+            "skipped_regions": list(dict.fromkeys(s for r in runtimes for s in r.skipped)),
             "live_outputs": len({(t.region, t.output_index)
-                                 for r in self.runtimes for t in r.table_specs}),
-            "computed_steps": sum(r.computed_steps for r in self.runtimes),
-            "forecast_steps": sum(r.forecast_steps for r in self.runtimes),
+                                 for r in runtimes for t in r.table_specs}),
+            "computed_steps": sum(n for (_, kind), n in steps.items() if kind == 0),
+            "forecast_steps": sum(n for (_, kind), n in steps.items() if kind == 1),
             "state_bytes": sum(st.nbytes for st in states.values()),
             "recompiles": sum(n - 1 for n in self.compiled_frames.values()),
             "fallbacks": list(self.fallbacks),
-            "contexts": sorted({c for r in self.runtimes for c in r.states}),
-            # Per rank: collectives inside the regions, and those forecast steps skipped.
-            **collective_stats(self.runtimes),
+            "contexts": sorted({b.name for lane in lanes for b in lane.all_branches()
+                                if b.states}),
+            "threads": len(lanes),
+            # Per rank: collectives inside the regions, and those this copy's forecast steps
+            # skipped (a graph shared with other copies counts this copy's steps only).
+            **_collective_stats(runtimes, steps),
             # Values replaced by the last computed value because the forecast was inf/NaN, and
             # inf/NaN values the model itself produced on computed steps (read from the device).
             "nonfinite_forecast_values": sum(forecast for forecast, _ in nonfinite),
             "nonfinite_computed_values": sum(computed for _, computed in nonfinite),
-            "interrupted": self.interrupted,
+            # How calls were placed when the caller did not say (stepping.py), and mistakes seen.
+            **{event: events[event] for event in EVENTS},
         }
+
+
+def _collective_stats(runtimes: list[GraphRuntime], steps: collections.Counter) -> dict:
+    """`collective_stats` over what it reads of each graph, with this copy's forecast steps (a
+    graph may be shared with other copies); the per-graph collective counts stay cached."""
+    views = [types.SimpleNamespace(graphs=r.graphs, forecast_steps=steps[r, 1],
+                                   collectives=getattr(r, "collectives", None)) for r in runtimes]
+    found = collective_stats(views)
+    for runtime, view in zip(runtimes, views):
+        runtime.collectives = view.collectives
+    return found
 
 
 def _same_regions(a: tuple, b: tuple) -> bool:
@@ -105,13 +151,21 @@ def _same_regions(a: tuple, b: tuple) -> bool:
 
 class GraphRuntime:
     """The callable the backend returns to Dynamo for one graph (and what a loaded AOTInductor
-    artefact dispatches with): two compiled programs taking ``(*user_inputs, *tables, scalars)``."""
+    artefact dispatches with): two compiled programs taking ``(*user_inputs, *tables, scalars)``.
+
+    `latent_index`, `clock_index`: positions of the latent input (the forward's first argument)
+    and of the time input among the user inputs, for placing calls (None if absent);
+    `time_index`: the time input the forecast is in (options.time != "step"); `discover`: the
+    graph runs under Dynamo, so a call nobody announced is looked up on the stack.
+    """
 
     def __init__(self, controller: Controller, compute_fn: Callable, forecast_fn: Callable,
                  device: torch.device, *, tables: list[TableSpec], shapes: TableShapes,
                  region_names: list[str], skipped: list[tuple[str, str]],
-                 graphs: TaylorSeerGraphs | None = None, time_index: int | None = None) -> None:
-        self.controller = controller
+                 graphs: TaylorSeerGraphs | None = None, time_index: int | None = None,
+                 latent_index: int | None = None, clock_index: int | None = None,
+                 clock_device: torch.device | None = None, discover: bool = False) -> None:
+        self.controller = controller  # the copy that compiled it (options; direct calls)
         self.graphs = graphs  # the rewritten graphs, for inspection (None for a loaded artefact)
         self.compute_fn = compute_fn
         self.forecast_fn = forecast_fn
@@ -121,11 +175,17 @@ class GraphRuntime:
         self.skipped = skipped
         self.options = controller.options
         self.shapes = shapes
-        self.states: dict[str, TaylorState] = {}
-        self._state_keys: dict[str, tuple] = {}
         # What the tables hold; graphs with equal layouts can continue each other's state.
         self.outputs = (tuple((t.region, t.output_index, t.dtype) for t in self.table_specs),
                         self.options.torch_state_dtype, device)
+        self.latent_index = latent_index
+        self.clock_index = time_index if clock_index is None else clock_index
+        clock_device = device if clock_device is None else clock_device
+        self.clock_kind = (NO_CLOCK if self.clock_index is None else
+                           HOST_CLOCK if clock_device.type == "cpu" else
+                           LATE_CLOCK if clock_device.type == "cuda" else NO_CLOCK)
+        self.discover = discover
+        # Calls this graph served, over every copy and thread (stats counts per copy, in lanes).
         self.computed_steps = 0
         self.forecast_steps = 0
         # options.time != "step": which argument holds the sampler time, and the sigma lookup.
@@ -134,75 +194,98 @@ class GraphRuntime:
         if time_index is not None and self.options.alphas_cumprod is not None:
             abar = torch.tensor(self.options.alphas_cumprod, dtype=torch.float64)
             self.sigma_table = sigmas_from_alphas_cumprod(abar).to(device)
-        controller.runtimes.append(self)
+        controller.adopt(self)
 
     @classmethod
     def for_graphs(cls, controller: Controller, graphs: TaylorSeerGraphs, compute_fn: Callable,
-                   forecast_fn: Callable, device: torch.device,
-                   time_index: int | None = None) -> GraphRuntime:
+                   forecast_fn: Callable, device: torch.device, **inputs: Any) -> GraphRuntime:
         return cls(controller, compute_fn, forecast_fn, device, tables=graphs.guards.tables,
                    shapes=TableShapes.of(graphs), region_names=graphs.guards.region_names,
-                   skipped=graphs.skipped, graphs=graphs, time_index=time_index)
+                   skipped=graphs.skipped, graphs=graphs, discover=True, **inputs)
 
-    def reset(self) -> None:
-        for state in self.states.values():
-            state.reset()
+    @property
+    def states(self) -> dict[str, TaylorState]:
+        """This graph's state per branch, in the calling thread's lane of the compiling copy."""
+        lane = self.controller.lane()
+        return {b.name: b.states[self] for b in lane.all_branches() if self in b.states}
 
-    def _state_for(self, context: str, args: tuple) -> TaylorState:
+    def __call__(self, *args: Any) -> Any:
+        lane = getattr(current, "lane", None)
+        if lane is None or not lane.in_call or self not in lane.controller.runtime_set:
+            lane = self._unannounced_call()
+        try:
+            return self._step(lane, args)
+        except BaseException as error:
+            if not lane.in_call:  # no call boundary will see it: reset here
+                lane.interrupt(error)
+            raise
+
+    def _unannounced_call(self) -> Lane:
+        """A call without a boundary mark: a copy's first call of a graph another copy compiled
+        (found on the stack; its later calls are marked), or a direct call (an artefact, a
+        benchmark): the compiling copy's lane, every call placed on its own."""
+        controller = None
+        if self.discover:
+            from .compile_calls import controller_of_running_call
+
+            controller = controller_of_running_call()
+        controller = controller or self.controller
+        controller.adopt(self)
+        lane = controller.lane()
+        lane.placed = False
+        return lane
+
+    def _state_for(self, branch: Branch, args: tuple) -> TaylorState:
         key = self.shapes.key(args)
-        state = self.states.get(context)
-        if (state is not None and self._state_keys[context] == key
-                and self.controller.latest_states.get(context) is state):
+        state = branch.states.get(self)
+        if (state is not None and branch.latest is state and branch.keys[self] == key
+                and state.generation == branch.generation):
             return state
-        return self._switch_state(context, key, state)
+        return self._switch_state(branch, key, state)
 
-    def _switch_state(self, context: str, key: tuple, own: TaylorState | None) -> TaylorState:
-        """Slow path: this graph's first call in `context`, new input sizes, or the context's
-        last call ran in another graph (Dynamo switched graphs, or the model has graph breaks)."""
+    def _switch_state(self, branch: Branch, key: tuple, own: TaylorState | None) -> TaylorState:
+        """Slow path: this graph's first call in the branch or generation, new input sizes, or the
+        branch's last call ran in another graph (Dynamo switched graphs, or graph breaks)."""
         shapes = self.shapes.resolve(key)
         layout = (self.outputs, tuple(shapes))
-        latest = self.controller.latest_states.get(context)
+        latest = branch.latest
         if latest is not None and latest.layout == layout:
-            state = latest  # the same tables in another graph: continue the context's history
-        elif own is not None and own.layout == layout:
-            state = own  # graph breaks: each graph keeps its own tables
+            state = latest  # the same tables in another graph: continue the branch's history
+        elif (own is not None and own.layout == layout and own.generation == branch.generation
+              and own.last_step is not None and own.last_step == branch.previous_step):
+            state = own  # graph breaks: each graph keeps its own tables, run every step
         else:
-            if latest is not None and latest.calls and _same_regions(latest.layout[0], self.outputs):
+            if (latest is not None and latest.last_step is not None
+                    and _same_regions(latest.layout[0], self.outputs)):
                 self.controller.warn_once(
                     "input shapes or dtypes changed in the middle of a generation; the Taylor "
                     "state was dropped and the next step is computed (state from one shape or "
-                    "dtype is never reused for another). Call ts_compile.reset(model) between "
-                    "generations.")
-            state = TaylorState(shapes, self.options.order, self.options.torch_state_dtype,
-                                self.device, layout=layout)
-        self.states[context] = state
-        self._state_keys[context] = key
-        self.controller.latest_states[context] = state
+                    "dtype, or from earlier steps, is never reused). Call "
+                    "ts_compile.reset(model) between generations.")
+            if own is not None and own.layout == layout:
+                state = own  # its storage, not its history
+            else:
+                state = TaylorState(shapes, self.options.order, self.options.torch_state_dtype,
+                                    self.device, layout=layout)
+            state.reset()
+        state.generation = branch.generation
+        branch.states[self] = state
+        branch.keys[self] = key
+        branch.latest = state
         return state
 
-    def __call__(self, *args: Any) -> Any:
-        try:
-            return self._step(args)
-        except BaseException:
-            # A generation cut short (an error, Ctrl-C, out of memory): its history must not
-            # leak into the next one, whose first call could otherwise be taken for step k + 1.
-            self.controller.interrupted += 1
-            self.controller.reset()
-            raise
-
-    def _step(self, args: tuple) -> Any:
-        controller = self.controller
-        state = self._state_for(controller.context, args)
-        step = controller.step_index
-        if step is None:
-            step = state.calls
-        elif state.last_step is not None and step <= state.last_step:
-            state.reset()  # the pipeline's step index went back: a new generation
-        num_steps = controller.num_steps or self.options.num_steps
+    def _step(self, lane: Lane, args: tuple) -> Any:
+        if not lane.placed:  # the first graph of this model call
+            lane.place(None if self.latent_index is None else args[self.latent_index],
+                       None if self.clock_index is None else args[self.clock_index],
+                       self.clock_kind)
+        branch, step = lane.branch, lane.step
+        state = self._state_for(branch, args)
+        counts = lane.steps.get(self) or lane.count(self)
         order = self.options.order
         in_time = self.time_index is not None
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
-        if state.filled == 0 or is_computed_step(step, self.options, num_steps):
+        if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
             # In sampler time the host writes unit steps; the device scales them (no sync).
             dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)
             state.write_scalars(compute_step_scalars(order, dt, state.filled))
@@ -211,6 +294,7 @@ class GraphRuntime:
                                   computed=True)
             out = self.compute_fn(*args, *state.tables, state.scalars)
             state.record_computed(step)
+            counts[0] += 1
             self.computed_steps += 1
         else:
             offset = 1 if in_time else step - state.last_computed
@@ -219,9 +303,7 @@ class GraphRuntime:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=False)
             out = self.forecast_fn(*args, *state.tables, state.scalars)
+            counts[1] += 1
             self.forecast_steps += 1
-        state.calls += 1
         state.last_step = step
-        if num_steps is not None and step >= num_steps - 1:
-            state.reset()  # the generation is over; the next call starts a new one
         return out

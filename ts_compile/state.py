@@ -1,9 +1,10 @@
-"""Taylor state of one compiled graph for one call context ("cond", "uncond", ...).
+"""Taylor state of one compiled graph for one branch ("cond", "uncond", a detected second call).
 
 Kept apart from behaviour: the runtime decides, this holds. The tables and the per-step scalars
 are allocated once and updated in place, so their addresses never change (CUDA graphs replay
 against static addresses). `reset()` is a first-class operation: it forgets the history, and the
-next step is computed, whatever the schedule says.
+next step is computed, whatever the schedule says. `Branch` holds one branch's states, one per
+graph, and which of them is the generation's latest.
 """
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ class TaylorState:
                        for shape in shapes for _ in range(order + 1)]
         self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
         self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
+        # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
+        # built per step; CPU kernels are synchronous, so no call can still be reading them).
+        self._in_place = _numpy_view(self._host_part) if device.type == "cpu" else None
         # Forecasting in sampler time (options.time): the time of the last computed step, and the
         # powers 0..order its differences are raised to.
         self.last_time = torch.zeros((), dtype=torch.float32, device=device)
         self.time_exponents = torch.arange(order + 1, dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
+        self.generation = -1  # the branch generation this state's history belongs to
         self.reset()
 
     def reset(self) -> None:
         """Forget the history. Tables keep their storage (they are rewritten before any read)."""
         self.filled = 0  # orders present in the tables (0: nothing to forecast from)
         self.last_computed: int | None = None  # step index of the last computed step
-        self.calls = 0  # calls in this generation (the step index when none is given)
-        self.last_step: int | None = None
+        self.last_step: int | None = None  # step index of the last call that used this state
 
     @property
     def nbytes(self) -> int:
@@ -50,6 +54,9 @@ class TaylorState:
 
     def write_scalars(self, values: list[float]) -> None:
         """Copy this step's scalars (not the counters after them) to the device, no host sync."""
+        if self._in_place is not None:
+            self._in_place[:] = values
+            return
         host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
         self._host_part.copy_(host, non_blocking=self._pinned)
 
@@ -62,6 +69,39 @@ class TaylorState:
     def record_computed(self, step: int) -> None:
         self.filled = min(self.filled + 1, self.order + 1)
         self.last_computed = step
+
+
+def _numpy_view(tensor: torch.Tensor):
+    """A NumPy array sharing `tensor`'s memory, or None without NumPy."""
+    try:
+        return tensor.numpy()
+    except (RuntimeError, ImportError):
+        return None
+
+
+class Branch:
+    """The Taylor states of one branch in one thread, one per graph (GraphRuntime).
+
+    `latest` is the state the branch's last call used. A graph's own state is resumed only if it
+    ran the branch's previous step (graph breaks: every graph runs once per step); after other
+    steps ran in another graph (a shape or dtype that comes back), it starts over.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.states: dict[object, TaylorState] = {}  # per graph
+        self.keys: dict[object, tuple] = {}  # the input-size key each graph's state was made for
+        self.generation = -1  # the track generation of the steps below (older states are stale)
+        self.latest: TaylorState | None = None
+        self.step: int | None = None  # step of the current call
+        self.previous_step: int | None = None  # step of the branch's call before it
+
+    def enter(self, step: int, generation: int) -> None:
+        """A call of this branch at `step` of `generation` begins."""
+        if generation != self.generation:
+            self.generation, self.latest, self.step = generation, None, None
+        if step != self.step:
+            self.previous_step, self.step = self.step, step
 
 
 class TableShapes:

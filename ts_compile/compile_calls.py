@@ -1,0 +1,146 @@
+"""Which `torch.compile(...)` call a model call runs under, and where each model call begins and
+ends.
+
+Dynamo runs every call of a compiled model inside `compile_wrapper`, a closure of the
+`_TorchDynamoContext` that `torch.compile(...)` made (its `self`); `innermost_backend(ctx.callback)`
+is the `_TorchCompileWrapper` holding our backend and the call's options. One `Controller` is
+kept on each wrapper, i.e. per `torch.compile` call, and a hook in the context's
+`enter_exit_hooks` (run by `compile_wrapper` before the call and, in its `finally`, after it)
+marks each model call:
+
+- begin: the calling thread's `Lane` of that controller becomes the current one. The graphs read
+  it, because compiled copies of one module class share graphs (their backends compare equal, so
+  Dynamo reuses one compile and the recompile limit is not spent per copy) but not state;
+- end: an exception on its way out (raised in a graph, in Dynamo while it retraces, in a guard)
+  resets the generation, so that the next call is not taken for the next step.
+
+A copy whose first call runs a graph another copy compiled is found by that graph
+(`controller_of_running_call`, a walk up the stack); the hook marks its later calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from typing import Any
+
+import torch
+
+from ._compat import innermost_backend
+from .options import TaylorSeerOptions
+from .runtime import Controller
+
+CONTROLLER_ATTR = "_ts_compile_controller"
+BACKEND_NAME = "taylorseer"
+_STACK_DEPTH = 48  # from a graph to its compile_wrapper: a few frames (more with graph breaks)
+
+
+@functools.cache
+def _compile_wrapper_code():
+    """The code of Dynamo's per-call wrapper (None if this torch has none by that name)."""
+    from torch._dynamo.eval_frame import _TorchDynamoContext
+
+    for const in _TorchDynamoContext.__call__.__code__.co_consts:
+        if inspect.iscode(const) and const.co_name == "compile_wrapper":
+            return const
+    return None
+
+
+def _running_context(depth: int | None) -> tuple[Any, Any] | None:
+    """(Dynamo context, wrapped callable) of the innermost compiled call running in this thread."""
+    code = _compile_wrapper_code()
+    frame = sys._getframe(2)
+    while frame is not None and code is not None and depth != 0:
+        if frame.f_code is code:
+            frame_locals = frame.f_locals
+            return frame_locals.get("self"), frame_locals.get("fn")
+        frame = frame.f_back
+        depth = None if depth is None else depth - 1
+    return None
+
+
+def _our_wrapper(ctx: Any) -> Any | None:
+    """The `_TorchCompileWrapper` behind a Dynamo context, if its backend is this one."""
+    callback = getattr(ctx, "callback", None)
+    if not callable(callback):
+        return None
+    wrapper = innermost_backend(callback)
+    if isinstance(wrapper, torch._TorchCompileWrapper) and wrapper.compiler_name == BACKEND_NAME:
+        return wrapper
+    return None
+
+
+def controller_of_wrapper(wrapper: Any) -> Controller:
+    """The controller of one `torch.compile` call (made from its options on first use)."""
+    controller = getattr(wrapper, CONTROLLER_ATTR, None)
+    if controller is None:
+        kwargs = wrapper.kwargs
+        options = TaylorSeerOptions.from_compile_kwargs(kwargs.get("mode"), kwargs.get("options"))
+        controller = Controller(options)
+        setattr(wrapper, CONTROLLER_ATTR, controller)
+    return controller
+
+
+def mark_calls(ctx: Any, controller: Controller) -> None:
+    """Hook the controller's call boundary into a Dynamo context (once)."""
+    hooks = getattr(ctx, "enter_exit_hooks", None)
+    if isinstance(hooks, list) and not any(getattr(h, "__self__", None) is controller
+                                           for h in hooks):
+        hooks.append(controller.enter_call)
+
+
+def controller_of_running_call() -> Controller | None:
+    """From inside a graph: the controller of the copy being called (its later calls marked).
+
+    Also joins diffusers' cache protocol for that copy's module (the copy compiled nothing, so
+    the backend never saw it)."""
+    found = _running_context(_STACK_DEPTH)
+    wrapper = None if found is None else _our_wrapper(found[0])
+    if wrapper is None:
+        return None
+    controller = controller_of_wrapper(wrapper)
+    mark_calls(found[0], controller)
+    from .integrations import attach_to_diffusers_model
+
+    attach_to_diffusers_model(getattr(found[1], "__self__", None), controller)
+    return controller
+
+
+def controller_for_current_compile(wrapper: Any | None, options: TaylorSeerOptions) -> Controller:
+    """At compile time: the compiling `torch.compile` call's controller, its calls marked from
+    the next one on. Without a wrapper (Dynamo driven another way) a private controller."""
+    if wrapper is None:
+        return Controller(options)
+    controller = controller_of_wrapper(wrapper)
+    found = _running_context(None)
+    if found is not None and _our_wrapper(found[0]) is wrapper:
+        mark_calls(found[0], controller)
+    return controller
+
+
+def _context_of(compiled: Any) -> Any | None:
+    """The Dynamo context of what `torch.compile` returned (a module, `model.compile()`, or a
+    function), or None."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    if isinstance(compiled, OptimizedModule):
+        return compiled.dynamo_ctx
+    fn = compiled
+    if isinstance(compiled, torch.nn.Module):  # model.compile(...) compiles in place
+        fn = getattr(compiled, "_compiled_call_impl", None)
+    if fn is None or not hasattr(fn, "_torchdynamo_orig_callable"):
+        return None
+    return inspect.getclosurevars(fn).nonlocals.get("self")
+
+
+def controller_of_compiled(compiled: Any) -> Controller | None:
+    """The controller of a model compiled with backend="taylorseer" (made, and its calls marked,
+    if the model has not run yet); None if `compiled` is not such a model."""
+    ctx = _context_of(compiled)
+    wrapper = None if ctx is None else _our_wrapper(ctx)
+    if wrapper is None:
+        return None
+    controller = controller_of_wrapper(wrapper)
+    mark_calls(ctx, controller)
+    return controller
