@@ -291,18 +291,28 @@ def _check_regions(result: SweepResult, model: torch.nn.Module) -> None:
     result.declared_blocks = declared
     if not declared:
         return
-    regions = {name.split("@")[0] for name in result.regions}
+    regions = set()
+    for name in {name.split("@")[0] for name in result.regions}:
+        # "blocks.*" / "blocks.*.ff": a frame of every block (or of a part of each) that Dynamo
+        # compiled on its own after a graph break in the model's loop.
+        if ".*" in name:
+            stack, _, inner = name.partition(".*")
+            regions.update(f"{stack}.{i}{inner}" for i in range(len(model.get_submodule(stack))))
+        else:
+            regions.add(name)
     for name in sorted(regions):
         try:
             cls = type(model.get_submodule(name)).__name__
         except AttributeError:  # a region name that is no module path (e.g. a custom cut)
             cls = "?"
-        if cls not in declared:
+        if cls not in declared and not any(name.startswith(f"{other}.") for other in regions):
             result.other_regions.append(f"{name} ({cls})")
     for list_name in block_lists(model):
         for i, block in enumerate(model.get_submodule(list_name)):
-            if type(block).__name__ in declared and f"{list_name}.{i}" not in regions:
-                result.blocks_not_regions.append(f"{list_name}.{i}")
+            path = f"{list_name}.{i}"
+            covered = path in regions or any(r.startswith(f"{path}.") for r in regions)
+            if type(block).__name__ in declared and not covered:
+                result.blocks_not_regions.append(path)
 
 
 def _classify(result: SweepResult) -> None:

@@ -187,3 +187,71 @@ def test_diffusers_tiny_configs_with_one_block_per_list_are_forecast(cls_name, s
     lists = 2 if "num_single_layers" in single else 1
     assert len(stats["regions"]) == lists
     assert stats["forecast_steps"] == 2
+
+
+class LoopBreakModel(nn.Module):
+    """A graph break inside the loop over the blocks: Dynamo runs `forward` eagerly and compiles
+    each block's own frame, one graph shared by every block of the list."""
+
+    _no_split_modules = ["Block"]
+
+    def __init__(self, blocks: int = 3, width: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.pre = nn.Linear(width, width)
+        self.blocks = nn.ModuleList(Block(width) for _ in range(blocks))
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x, context, t):
+        x = self.pre(x)
+        for block in self.blocks:
+            x = block(x, t)
+            torch._dynamo.graph_break()  # e.g. a print or an .item() in the model's own loop
+        return self.out(x)
+
+
+def test_a_frame_shared_by_every_block_forecasts_each_block_from_its_own_history():
+    from .reference import EagerTaylorSeer, official_schedule
+
+    model = LoopBreakModel().eval()
+    compiled = compile_ts(model, fullgraph=False, interval=3, order=2)
+    reference = EagerTaylorSeer(model, ["blocks.0", "blocks.1", "blocks.2"], 2,
+                                official_schedule(1, 3))
+    x, context = _inputs()
+    with torch.no_grad():
+        for step in range(8):
+            x = x * 0.9  # a sampling loop: a new latent and an earlier time each step
+            t = torch.tensor(1.0 - step / 8)
+            torch.testing.assert_close(compiled(x, context, t), reference(x, context, t),
+                                       rtol=1e-5, atol=1e-5, msg=lambda m: f"step {step}: {m}")
+    stats = ts_compile.stats(compiled)
+    assert stats["regions"] == ["blocks.*"]
+    # Three blocks run the one graph each step: 3 x (3 computed + 5 forecast) calls.
+    assert (stats["computed_steps"], stats["forecast_steps"]) == (9, 15)
+    assert stats["state_bytes"] == 3 * 3 * 2 * 6 * 8 * 4  # 3 blocks x (order + 1) rows x table
+
+
+class RouterBlock(Block):
+    """A block that also returns integer indices (an MoE router's top-k)."""
+
+    def forward(self, x, t):
+        x = super().forward(x, t)
+        return x, x.argmax(dim=-1)
+
+
+def test_a_region_with_an_integer_output_is_computed_every_step():
+    class RouterModel(Model):
+        def forward(self, x, context, t):
+            for block in self.blocks:
+                x, indices = block(x, t)
+                x = x + indices.unsqueeze(-1).float() * 0.01
+            return self.out(x)
+
+    model = RouterModel(RouterBlock).eval()
+    compiled = compile_ts(model, interval=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _run(compiled, model)
+    stats = ts_compile.stats(compiled)
+    assert stats["forecast_steps"] == 0
+    assert all("torch.int64 tensor, not a feature" in why for _, why in stats["skipped_regions"])

@@ -23,10 +23,10 @@ import torch.fx as fx
 from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
-from .compile_calls import controller_for_current_compile
+from .compile_calls import controller_for_current_compile, model_of_running_call
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
-from .passes import NotApplicable, build_graphs, declared_block_lists
+from .passes import NotApplicable, block_of, build_graphs, declared_block_lists
 from .runtime import GraphRuntime
 from .state import TableShapes, TaylorState
 from .stepping import TIME_INPUT_NAMES
@@ -90,6 +90,35 @@ def _latent_input_name() -> str | None:
         return None
     names = [n for n in root.f_code.co_varnames[:root.f_code.co_argcount] if n != "self"]
     return names[0] if names else None
+
+
+def _block_stack_of_frame(model: torch.nn.Module | None, module: torch.nn.Module | None
+                          ) -> tuple[frozenset[str], tuple[str, str] | None]:
+    """(block lists, whole-graph region) for the frame being compiled.
+
+    Usually the frame is the compiled model's forward: its declared block lists. After a graph
+    break in the model's loop Dynamo compiles the frames of the modules it calls on their own;
+    a frame of a block (or of a part of one) is then a region as a whole, and a frame outside
+    the declared stack has none.
+    """
+    if module is None or model is None or module is model:
+        return declared_block_lists(model), None
+    block_lists = declared_block_lists(model)
+    if not block_lists:  # the model declares nothing: the frame's own structure decides
+        return declared_block_lists(module), None
+    where = block_of(model, module, block_lists)
+    if where is None:
+        raise NotApplicable(f"a graph of {type(module).__name__}, outside the model's block "
+                            f"stack ({', '.join(sorted(block_lists))})")
+    return block_lists, (where, type(module).__name__)
+
+
+def _parameter_input_index(graphs) -> int | None:
+    """A parameter (or buffer) among the graph's inputs: its identity names the module."""
+    for index, label in enumerate(_input_labels(graphs)):
+        if "_parameters[" in label or "_buffers[" in label:
+            return index
+    return None
 
 
 def _device_of(example_inputs: Sequence[Any]) -> torch.device:
@@ -206,8 +235,10 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
                       "grad is enabled (TaylorSeer is for inference: wrap the loop in "
                       "torch.no_grad() or torch.inference_mode())")
     module = _module_being_compiled()
+    model = model_of_running_call() or module
     try:
-        graphs = build_graphs(gm, settings, declared_block_lists(module))
+        block_lists, whole = _block_stack_of_frame(model, module)
+        graphs = build_graphs(gm, settings, block_lists, whole)
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
@@ -226,4 +257,5 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
         latent_index=input_index(graphs, example_inputs, _latent_input_name()),
         clock_index=clock_index,
-        clock_device=None if clock_index is None else example_inputs[clock_index].device)
+        clock_device=None if clock_index is None else example_inputs[clock_index].device,
+        instance_index=None if module is model else _parameter_input_index(graphs))

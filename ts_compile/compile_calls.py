@@ -47,17 +47,28 @@ def _compile_wrapper_code():
     return None
 
 
-def _running_context(depth: int | None) -> tuple[Any, Any] | None:
-    """(Dynamo context, wrapped callable) of the innermost compiled call running in this thread."""
+def _running_context(depth: int | None) -> tuple[Any, Any, Any] | None:
+    """(Dynamo context, wrapped callable, its call's cleanup list) of the innermost compiled call
+    running in this thread."""
     code = _compile_wrapper_code()
     frame = sys._getframe(2)
     while frame is not None and code is not None and depth != 0:
         if frame.f_code is code:
             frame_locals = frame.f_locals
-            return frame_locals.get("self"), frame_locals.get("fn")
+            return frame_locals.get("self"), frame_locals.get("fn"), frame_locals.get("cleanups")
         frame = frame.f_back
         depth = None if depth is None else depth - 1
     return None
+
+
+def _join_running_call(controller: Controller, cleanups: Any) -> None:
+    """Mark the call running now as well: its boundary hook was not installed when it began
+    (the copy's first call), so begin it here and end it with the call's own cleanups, which
+    `compile_wrapper` runs in its `finally`. Without this a model whose graph breaks give it
+    several graphs would place each of them as a step of its own on its first call."""
+    lane = controller.lane()
+    if not lane.in_call and isinstance(cleanups, list):
+        cleanups.append(lane.begin_call())
 
 
 def _our_wrapper(ctx: Any) -> Any | None:
@@ -101,10 +112,23 @@ def controller_of_running_call() -> Controller | None:
         return None
     controller = controller_of_wrapper(wrapper)
     mark_calls(found[0], controller)
+    _join_running_call(controller, found[2])
     from .integrations import attach_to_diffusers_model
 
     attach_to_diffusers_model(getattr(found[1], "__self__", None), controller)
     return controller
+
+
+def model_of_running_call() -> torch.nn.Module | None:
+    """The module `torch.compile` was applied to, for the compiled call running in this thread
+    (None for a compiled function): the frame Dynamo compiles may belong to one of its
+    submodules (a block's forward, after a graph break in the model's loop)."""
+    found = _running_context(None)
+    fn = None if found is None else found[1]
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, torch.nn.Module):
+        return getattr(owner, "_orig_mod", owner)
+    return None
 
 
 def controller_for_current_compile(wrapper: Any | None, options: TaylorSeerOptions) -> Controller:
@@ -116,6 +140,7 @@ def controller_for_current_compile(wrapper: Any | None, options: TaylorSeerOptio
     found = _running_context(None)
     if found is not None and _our_wrapper(found[0]) is wrapper:
         mark_calls(found[0], controller)
+        _join_running_call(controller, found[2])
     return controller
 
 

@@ -210,7 +210,7 @@ class Lane:
         return [b for branches in self.branches.values() for b in branches]
 
     def all_states(self) -> list[TaylorState]:
-        return [st for b in self.all_branches() for st in b.states.values()]
+        return [st for b in self.all_branches() for st in b.all_states()]
 
     def count(self, runtime: Any) -> list[int]:
         """The (computed, forecast) step counters of one graph in this lane."""

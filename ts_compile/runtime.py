@@ -155,6 +155,7 @@ class GraphRuntime:
 
     `latent_index`, `clock_index`: positions of the latent input (the forward's first argument)
     and of the time input among the user inputs, for placing calls (None if absent);
+    `instance_index`: a parameter input telling apart the modules that share the graph;
     `time_index`: the time input the forecast is in (options.time != "step"); `discover`: the
     graph runs under Dynamo, so a call nobody announced is looked up on the stack.
     """
@@ -164,7 +165,8 @@ class GraphRuntime:
                  region_names: list[str], skipped: list[tuple[str, str]],
                  graphs: TaylorSeerGraphs | None = None, time_index: int | None = None,
                  latent_index: int | None = None, clock_index: int | None = None,
-                 clock_device: torch.device | None = None, discover: bool = False) -> None:
+                 clock_device: torch.device | None = None, instance_index: int | None = None,
+                 discover: bool = False) -> None:
         self.controller = controller  # the copy that compiled it (options; direct calls)
         self.graphs = graphs  # the rewritten graphs, for inspection (None for a loaded artefact)
         self.compute_fn = compute_fn
@@ -179,6 +181,9 @@ class GraphRuntime:
         self.outputs = (tuple((t.region, t.output_index, t.dtype) for t in self.table_specs),
                         self.options.torch_state_dtype, device)
         self.latent_index = latent_index
+        # A graph several module instances run (a block's own frame): a parameter input whose
+        # identity says which module is calling, each with its own state.
+        self.instance_index = instance_index
         self.clock_index = time_index if clock_index is None else clock_index
         clock_device = device if clock_device is None else clock_device
         self.clock_kind = (NO_CLOCK if self.clock_index is None else
@@ -236,6 +241,8 @@ class GraphRuntime:
         return lane
 
     def _state_for(self, branch: Branch, args: tuple) -> TaylorState:
+        if self.instance_index is not None:
+            branch = branch.instance(id(args[self.instance_index]))
         key = self.shapes.key(args)
         state = branch.states.get(self)
         if (state is not None and branch.latest is state and branch.keys[self] == key

@@ -89,12 +89,27 @@ class Branch:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Per module instance, for a graph that several modules run (a block's own frame after
+        # a graph break in the model's loop): each block's own states, as a branch of its own.
+        self.instances: dict[int, Branch] = {}
         self.states: dict[object, TaylorState] = {}  # per graph
         self.keys: dict[object, tuple] = {}  # the input-size key each graph's state was made for
         self.generation = -1  # the track generation of the steps below (older states are stale)
         self.latest: TaylorState | None = None
         self.step: int | None = None  # step of the current call
         self.previous_step: int | None = None  # step of the branch's call before it
+
+    def instance(self, key: int) -> Branch:
+        """The branch of one module instance within this one, at this one's step."""
+        branch = self.instances.get(key)
+        if branch is None:
+            branch = self.instances[key] = Branch(self.name)
+        branch.enter(self.step, self.generation)
+        return branch
+
+    def all_states(self) -> list[TaylorState]:
+        return [*self.states.values(),
+                *(st for branch in self.instances.values() for st in branch.all_states())]
 
     def enter(self, step: int, generation: int) -> None:
         """A call of this branch at `step` of `generation` begins."""

@@ -18,14 +18,14 @@ from ..options import TaylorSeerOptions
 from .find_regions import find_regions
 from .insert_guards import GUARDS_KEY, GuardInfo, TableSpec, insert_guards
 from .mark_live_outputs import mark_live_outputs
-from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, Region,
-                      declared_block_lists, normalize_module_path)
+from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY,
+                      Region, block_of, declared_block_lists, normalize_module_path)
 from .side_effects import mark_effects
 from .specialize_guards import copy_graph_module, specialize_guards
 
 __all__ = [
     "GuardInfo", "NotApplicable", "Region", "TableSpec", "TaylorSeerGraphs", "build_graphs",
-    "copy_graph_module", "declared_block_lists", "find_regions", "insert_guards", "mark_live_outputs",
+    "block_of", "copy_graph_module", "declared_block_lists", "find_regions", "insert_guards", "mark_live_outputs",
     "normalize_module_path", "specialize_guards",
 ]
 
@@ -48,14 +48,18 @@ class TaylorSeerGraphs:
 
 
 def build_graphs(gm: fx.GraphModule, settings: TaylorSeerOptions,
-                 block_lists: frozenset[str] = frozenset()) -> TaylorSeerGraphs:
+                 block_lists: frozenset[str] = frozenset(),
+                 whole_graph_region: tuple[str, str] | None = None) -> TaylorSeerGraphs:
     """Run the passes on a copy of `gm` (Dynamo's own graph must stay untouched).
 
     `block_lists`: the paths of the model's block lists as its module tree declares them
-    (`regions.declared_block_lists(model)`), when the model is known.
+    (`regions.declared_block_lists(model)`), when the model is known. `whole_graph_region`:
+    (name, class) when the graph is a frame of one block's own forward (`regions.block_of`):
+    then the whole graph is the region.
     """
     work = copy_graph_module(gm)
     work.meta[BLOCK_LISTS_KEY] = block_lists
+    work.meta[WHOLE_GRAPH_REGION_KEY] = whole_graph_region
     mark_effects(work.graph)  # before any surgery: what Dynamo kept for an effect
     work = find_regions(work, settings)
     regions, skipped = work.meta[REGIONS_KEY], work.meta[SKIPPED_KEY]

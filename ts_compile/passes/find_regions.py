@@ -20,7 +20,8 @@ from torch.fx.passes.utils.fuser_utils import validate_partition
 
 from ..options import TaylorSeerOptions
 from .gated_branches import select_gated_branches
-from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, Region, example_value,
+from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY, Region,
+                      example_value,
                       is_tensor_value, module_stack)
 from .side_effects import has_effect, storages, written_values
 
@@ -139,6 +140,10 @@ def _why_unsupported(region: Region, position: dict[fx.Node, int],
         value = example_value(out)
         if not isinstance(value, torch.Tensor):
             return f"output {out.name} is not a tensor"
+        if not value.is_floating_point():
+            # Indices, masks, counts (an MoE router's top-k): a polynomial in time of them is
+            # no value they can take.
+            return f"output {out.name} is a {value.dtype} tensor, not a feature to forecast"
         unbacked = free_unbacked_symbols(value)
         if unbacked:
             return (f"output {out.name}'s size depends on data ({', '.join(sorted(map(str, unbacked)))}): "
@@ -220,7 +225,11 @@ def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMod
     """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
     nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
     declared = frozenset(gm.meta.get(BLOCK_LISTS_KEY, ()))
-    if settings.cut == "block":
+    whole = gm.meta.get(WHOLE_GRAPH_REGION_KEY)
+    if whole is not None:  # the graph is (part of) one block, whatever the cut
+        name, cls = whole
+        grouped = _group(nodes, lambda stack: (name, name, cls))
+    elif settings.cut == "block":
         grouped = _group(nodes, _outermost(_block_selector(nodes, declared)))
     elif settings.cut == "paper":
         select = _block_selector(nodes, declared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import weakref
 
 import torch
 import torch.fx as fx
@@ -17,21 +18,54 @@ SKIPPED_KEY = "ts_skipped_regions"
 BLOCK_LISTS_KEY = "ts_declared_block_lists"
 
 
+# Set by the caller when the whole graph is (part of) one block: Dynamo compiled a frame of a
+# block's own forward (a graph break in the model's loop), shared by every block of the list.
+WHOLE_GRAPH_REGION_KEY = "ts_whole_graph_region"
+
+
+def block_of(model: torch.nn.Module, module: torch.nn.Module,
+             block_lists: frozenset[str]) -> str | None:
+    """Where `module` sits in `model`'s block stack, as a region name: "transformer_blocks.*"
+    for a block, "transformer_blocks.*.ff" for a part of one; None outside the stack."""
+    paths = _MODULE_PATHS.get(model)
+    if paths is None or id(module) not in paths:  # first time, or the tree changed since
+        paths = _MODULE_PATHS[model] = {id(m): path for path, m in model.named_modules()}
+    path = paths.get(id(module))
+    if path is None:
+        return None
+    for stack in block_lists:
+        prefix = f"{stack}." if stack else ""
+        if path.startswith(prefix):
+            index, _, inner = path[len(prefix):].partition(".")
+            if index.isdigit():
+                return ".".join(p for p in (stack, "*", inner) if p)
+    return None
+
+
+_MODULE_PATHS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[int, str]]" = \
+    weakref.WeakKeyDictionary()
+
+
 def declared_block_lists(model) -> frozenset[str]:
     """Paths of the model's block stack as its module tree says: the outermost module lists whose
     children are all of one class the model declares as its block (diffusers'
-    `_repeated_blocks` and `_no_split_modules`). Empty for models that declare nothing."""
+    `_repeated_blocks` and `_no_split_modules`), or wrap one (HiDream's `HiDreamBlock`). Empty
+    for models that declare nothing."""
     if not isinstance(model, torch.nn.Module):
         return frozenset()
     declared = set()
     for attribute in ("_repeated_blocks", "_no_split_modules"):
         declared.update(n for n in (getattr(type(model), attribute, None) or ()) if isinstance(n, str))
+    def is_block(child: torch.nn.Module) -> bool:  # a declared block, or a thin wrapper of one
+        return type(child).__name__ in declared or any(
+            type(inner).__name__ in declared for inner in child.children())
+
     lists = []
     for path, module in model.named_modules():
         children = list(module.named_children())
         classes = {type(child).__name__ for _, child in children}
         if children and all(name.isdigit() for name, _ in children) and len(classes) == 1 \
-                and classes <= declared:
+                and all(is_block(child) for _, child in children):
             lists.append(path)
     depth = min((p.count(".") + bool(p) for p in lists), default=0)
     return frozenset(p for p in lists if p.count(".") + bool(p) == depth)
