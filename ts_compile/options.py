@@ -23,6 +23,17 @@ COMPILERS = ("inductor", "eager")  # ours; any other registered Dynamo backend n
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TIMES = ("step", "timestep", "sigma")
+# How the derivative table is rebuilt on a computed step (`ts_compile.taylor`): "plain" at every
+# computed step (the official DiT and HunyuanVideo code, diffusers' hook); "official-flux" like
+# the official FLUX code, which keeps D_0 alone on the computed steps before the last warm-up step.
+RECURSIONS = ("plain", "official-flux")
+# The official TaylorSeer code's settings and recursion per model (Shenyi-Z/TaylorSeer @288776d:
+# each code's cache_init "Taylor" mode / CLI defaults); any option given beside a preset wins.
+PRESETS: dict[str, dict[str, Any]] = {
+    "official-flux": dict(interval=6, order=1, warmup=3, recursion="official-flux"),
+    "official-dit": dict(interval=4, order=4, warmup=2, recursion="plain"),
+    "official-hunyuan": dict(interval=5, order=1, warmup=1, recursion="plain"),
+}
 
 
 class OptionError(ValueError):
@@ -80,6 +91,11 @@ class TaylorSeerOptions:
     time_input: name of the forward argument holding the time ("timestep").
     alphas_cumprod: the scheduler's cumulative alphas, one per training timestep, for
                 time="sigma" (e.g. ``pipe.scheduler.alphas_cumprod.tolist()``).
+    recursion:  "plain" (differences on every computed step) or "official-flux" (D_0 alone on
+                the computed steps before the last warm-up step, as the official FLUX code).
+    preset:     the official code's settings for a model, "official-flux", "official-dit" or
+                "official-hunyuan" (see PRESETS); options given beside it win. Applied by
+                `from_compile_kwargs` / `from_preset`; on the dataclass it is a label.
     """
 
     order: int = 2
@@ -96,6 +112,8 @@ class TaylorSeerOptions:
     time: Literal["step", "timestep", "sigma"] = "step"
     time_input: str = "timestep"
     alphas_cumprod: tuple[float, ...] | None = None
+    recursion: Literal["plain", "official-flux"] = "plain"
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (("order", 0, MAX_ORDER), ("interval", 1, None), ("warmup", 1, None),
@@ -114,6 +132,10 @@ class TaylorSeerOptions:
         if self.mode is not None and self.mode not in INDUCTOR_MODES:
             _fail("mode", self.mode, ", ".join(map(repr, INDUCTOR_MODES)))
         self._check_time()
+        if self.recursion not in RECURSIONS:
+            _fail("recursion", self.recursion, ", ".join(map(repr, RECURSIONS)))
+        if self.preset is not None and self.preset not in PRESETS:
+            _fail("preset", self.preset, ", ".join(map(repr, PRESETS)))
 
     def _check_compiler(self) -> None:
         compiler = self.compiler
@@ -219,12 +241,22 @@ class TaylorSeerOptions:
                     inductor[inner] = _check_inductor_option(inner, inner_value, ours)
             else:
                 inductor[key] = _check_inductor_option(key, value, ours)
+        if "preset" in settings:
+            preset = settings["preset"]
+            if preset not in PRESETS:
+                _fail("preset", preset, ", ".join(map(repr, PRESETS)))
+            settings = {**PRESETS[preset], **settings}
         if mode is not None:
             if "mode" in settings and settings["mode"] != mode:
                 raise OptionError(f"ts_compile: mode={mode!r} conflicts with options['mode']="
                                   f"{settings['mode']!r}; give it once.")
             settings["mode"] = mode
         return cls(inductor_config=inductor, **settings)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> TaylorSeerOptions:
+        """The official code's settings for a model (PRESETS), with `overrides` on top."""
+        return cls.from_compile_kwargs(options={"preset": preset, **overrides})
 
     @classmethod
     def coerce(cls, value: TaylorSeerOptions | Mapping[str, Any] | None) -> TaylorSeerOptions:

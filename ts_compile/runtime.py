@@ -33,6 +33,7 @@ from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
 from .state import Branch, TableShapes, TaylorState
 from .taylor import (apply_device_time, compute_step_scalars, forecast_step_scalars,
+                     orders_to_difference,
                      sigmas_from_alphas_cumprod, time_value)
 
 log = logging.getLogger(__name__)
@@ -295,12 +296,14 @@ class GraphRuntime:
         if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
             # In sampler time the host writes unit steps; the device scales them (no sync).
             dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)
-            state.write_scalars(compute_step_scalars(order, dt, state.filled))
+            rows = orders_to_difference(state.filled, step, self.options.warmup,
+                                        self.options.recursion)
+            state.write_scalars(compute_step_scalars(order, dt, rows))
             if in_time:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=True)
             out = self.compute_fn(*args, *state.tables, state.scalars)
-            state.record_computed(step)
+            state.record_computed(step, rows)
             counts[0] += 1
             self.computed_steps += 1
         else:

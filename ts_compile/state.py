@@ -66,8 +66,9 @@ class TaylorState:
         forecast, computed = nonfinite_slots(self.order)
         return int(self.scalars[forecast].item()), int(self.scalars[computed].item())
 
-    def record_computed(self, step: int) -> None:
-        self.filled = min(self.filled + 1, self.order + 1)
+    def record_computed(self, step: int, differenced: int) -> None:
+        """A computed step rebuilt the table from `differenced` rows of the old one."""
+        self.filled = min(differenced + 1, self.order + 1)
         self.last_computed = step
 
 

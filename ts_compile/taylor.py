@@ -9,7 +9,9 @@ Definition (official TaylorSeer code, diffusers' hook): at a computed step s_j w
     D_0 = F,   D_{i+1} = (D_i(s_j) - D_i(s_{j-1})) / (s_j - s_{j-1})   for i < order,
                                                         while D_i(s_{j-1}) exists;
 
-the new table replaces the old one, so it grows by one order per computed step. At a skipped
+the new table replaces the old one, so it grows by one order per computed step (the official FLUX
+code keeps D_0 alone on the computed steps before its last warm-up step: `orders_to_difference`,
+option recursion="official-flux"). At a skipped
 step s: F_hat(s) = sum_i D_i (s - s_j)^i / i!. Differences are taken in float32 whatever the
 model's dtype; the table is stored in the state dtype.
 
@@ -137,6 +139,18 @@ def forecast_step_scalars(order: int, offset: int, filled: int) -> list[float]:
     """Scalars for forecasting `offset` steps past the last computed step from `filled` orders."""
     coef = [offset**i / math.factorial(i) if i < filled else 0.0 for i in range(order + 1)]
     return coef + [0.0] * (order + 1)
+
+
+def orders_to_difference(filled: int, step: int, warmup: int, recursion: str) -> int:
+    """How many rows of the old table a computed step at `step` takes differences of.
+
+    "plain": all it holds (`filled`). "official-flux": none before the last warm-up step, so the
+    new table is D_0 alone there (official FLUX `derivative_approximation` builds D_{i+1} only
+    when ``step > first_enhance - 2``, with first_enhance the warm-up).
+    """
+    if recursion == "official-flux" and step < warmup - 1:
+        return 0
+    return filled
 
 
 def compute_step_scalars(order: int, dt: int, filled: int) -> list[float]:
