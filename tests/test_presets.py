@@ -74,3 +74,8 @@ def test_preset_settings_and_errors():
         TaylorSeerOptions.coerce({"preset": "flux"})
     with pytest.raises(OptionError, match="option 'recursion'"):
         TaylorSeerOptions(recursion="official")
+    # An artefact records every option, preset=None included: that must read back unchanged.
+    for recorded in (TaylorSeerOptions(), settings):
+        fields = {f: getattr(recorded, f) for f in ("interval", "order", "warmup", "recursion",
+                                                     "preset")}
+        assert TaylorSeerOptions.coerce(fields) == TaylorSeerOptions(**fields)

@@ -32,6 +32,7 @@ The artefact is a directory (`artefact.py` says what is checked at load, and why
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import json
 import os
@@ -452,8 +453,9 @@ def _native_input_checks():
 def _open_aoti(file: Path, name: str, allow_pickle: bool):
     try:
         if allow_pickle:  # AOTInductor's Python loader: unpickles embedded programs' weights
-            # torch 2.10's Python loader reads torch._inductor.codecache without importing it.
-            import torch._inductor.codecache  # noqa: F401
+            # torch 2.10's Python loader reads torch._inductor.codecache without importing it
+            # (imported by name: an `import torch.x` here would make `torch` a local).
+            importlib.import_module("torch._inductor.codecache")
 
             return torch._inductor.aoti_load_package(str(file)).loader
         # The C++ loader alone: extracts and opens the compiled library, never unpickles.

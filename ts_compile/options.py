@@ -241,7 +241,7 @@ class TaylorSeerOptions:
                     inductor[inner] = _check_inductor_option(inner, inner_value, ours)
             else:
                 inductor[key] = _check_inductor_option(key, value, ours)
-        if "preset" in settings:
+        if settings.get("preset") is not None:  # None: no preset (as an artefact records it)
             preset = settings["preset"]
             if preset not in PRESETS:
                 _fail("preset", preset, ", ".join(map(repr, PRESETS)))
