@@ -258,4 +258,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
         latent_index=input_index(graphs, example_inputs, _latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
-        instance_index=None if module is model else _parameter_input_index(graphs))
+        # A frame with no module of its own (a hook's wrapper around the model's forward, as
+        # diffusers' context-parallel hooks add) is the model's call, not one block's.
+        instance_index=None if module is None or module is model
+        else _parameter_input_index(graphs))
