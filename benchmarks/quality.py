@@ -289,7 +289,8 @@ def render(all_results: dict, out: str, clf_info: dict, quick: bool = False) -> 
             "PSNR/SSIM/rel L2 against the full-compute samples of the same noise; s / gen = "
             "wall seconds for one seed's samples (first seed includes compiling; indicative only).\n")
         parts.append("Main rows:\n")
-        parts.append(report.table(res, ("full", "fora", "taylorseer", "steps", "diffusers")))
+        parts.append(report.table(res, ("full", "fora", "taylorseer", "official", "steps",
+                                          "diffusers")))
         parts.append("")
         if any(r["row"]["method"] == "time" for r in res["rows"].values()):
             parts.append("Time variable (`time=`), cut=\"block\", warm-up 3 (the step-index rows "

@@ -107,6 +107,11 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert 1.5 < row["flops_speedup"] <= 12 / 4 + 1e-9
         assert row["per_seed"][0]["rel_l2"] > 0
         assert 0 <= row["per_seed"][0]["acc"] <= 1
+    # A preset row runs the preset's settings (N=6, warm-up 3: steps 0, 1, 2, 8 of 12) and its
+    # recursion, and differs from the plain recursion at those settings.
+    preset = rows["official-flux-o1-block"]
+    assert preset["schedule_ok"] and preset["schedule"] == [0, 1, 2, 8]
+    assert preset["row"]["preset"] == "official-flux" and preset["row"]["method"] == "official"
     assert rows["steps-4"]["flops_speedup"] == pytest.approx(3.0)
     # diffusers' default patterns hook nothing on DiT: the row equals full compute
     assert rows["diffusers-default"]["per_seed"][0]["rel_l2"] == 0.0
@@ -114,6 +119,20 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert "ts-N5-o2-block" in doc and "FLOPs speedup" in doc
     assert (tmp_path / "img" / "quality_dit_fd_vs_speedup.png").exists()
     assert (tmp_path / "img" / "quality_dit_samples.png").exists()
+
+
+def test_preset_rows_carry_the_official_recursion():
+    from quality_lib.rows import preset_row, standard_rows
+
+    from ts_compile import TaylorSeerOptions
+
+    row = preset_row("official-flux", "paper", order=2)
+    assert (row.id, row.interval, row.order, row.warmup) == ("official-flux-o2-paper", 6, 2, 3)
+    options = TaylorSeerOptions.coerce(row.ts_options(task=None, compiler="eager"))
+    assert (options.recursion, options.order, options.cut) == ("official-flux", 2, "paper")
+    ids = {r.id for r in standard_rows("dit")}
+    assert {"official-dit-o4-block", "official-dit-o4-paper", "official-dit-o2-block"} <= ids
+    assert "official-flux-o1-block" in {r.id for r in standard_rows("flux")}
 
 
 def test_measured_flops_of_compiled_graphs():

@@ -9,8 +9,8 @@ import torch
 
 from .metrics import mean_std
 
-GROUP_ORDER = {"full": 0, "fora": 1, "taylorseer": 2, "steps": 3, "diffusers": 4, "time": 5,
-               "warmup": 6}
+GROUP_ORDER = {"full": 0, "fora": 1, "taylorseer": 2, "official": 3, "steps": 4, "diffusers": 5,
+               "time": 6, "warmup": 7}
 
 
 def _fmt(m: float, s: float, digits: int = 2) -> str:

@@ -15,7 +15,7 @@ STEPS = 50
 @dataclasses.dataclass
 class Row:
     id: str
-    method: str  # full | fora | taylorseer | steps | diffusers | time | warmup
+    method: str  # full | fora | taylorseer | official | steps | diffusers | time | warmup
     cut: str | None = None
     interval: int | None = None
     order: int | None = None
@@ -24,10 +24,16 @@ class Row:
     time: str | None = None  # "step" (default) | "timestep" | "sigma"
     diffusers: dict | None = None  # TaylorSeerCacheConfig kwargs (None = not a diffusers row)
     note: str = ""
+    preset: str | None = None  # ts_compile's official-code preset (its recursion with it)
+
+    def ts_settings(self) -> dict[str, Any]:
+        """The row's TaylorSeer settings: its preset's, then the row's own explicit values."""
+        own = {k: v for k, v in (("interval", self.interval), ("order", self.order),
+                                  ("warmup", self.warmup)) if v is not None}
+        return {"preset": self.preset, **own} if self.preset else own
 
     def ts_options(self, task, compiler: str) -> dict[str, Any]:
-        opts: dict[str, Any] = {"interval": self.interval, "order": self.order,
-                                "warmup": self.warmup, "cut": self.cut, "compiler": compiler,
+        opts: dict[str, Any] = {**self.ts_settings(), "cut": self.cut, "compiler": compiler,
                                 "num_steps": self.steps}
         if self.time not in (None, "step"):
             opts["time"] = self.time
@@ -48,11 +54,21 @@ def ts_row(order: int, n: int, cut: str, warmup: int = WARMUP, time: str | None 
                time=time)
 
 
+def preset_row(preset: str, cut: str, order: int | None = None) -> Row:
+    """The official code's settings and recursion (ts_compile preset), at its order or `order`."""
+    from ts_compile import TaylorSeerOptions
+
+    settings = TaylorSeerOptions.from_preset(preset, **({} if order is None else {"order": order}))
+    rid = f"{preset}-o{settings.order}-{cut}"
+    return Row(rid, "official", cut, settings.interval, settings.order, settings.warmup,
+               preset=preset)
+
+
 def standard_rows(model: str, quick: bool = False, steps: int = STEPS) -> list[Row]:
     """In run order: the most important rows first (a cut-short run still has them)."""
     if quick:
         rows = [Row("full", "full"), ts_row(0, 5, "block"), ts_row(2, 5, "block"),
-                Row("steps-4", "steps", steps=4),
+                preset_row("official-flux", "block"), Row("steps-4", "steps", steps=4),
                 Row("diffusers-default", "diffusers", diffusers={})]
         for r in rows:
             if r.method != "steps":
@@ -73,6 +89,14 @@ def standard_rows(model: str, quick: bool = False, steps: int = STEPS) -> list[R
                 rows.append(Row("diffusers-default-dit-modules", "diffusers", diffusers={
                     "cache_identifiers": [r"transformer_blocks\.\d+\.(attn1|ff)"]},
                     note="defaults, but hooking DiT's attn1 and ff"))
+    # The official code's settings with its exact recursion (FLUX's keeps D_0 alone before its
+    # last warm-up step): default order first, then the paper's FLUX order 2 / other DiT orders.
+    if model == "flux":
+        rows += [preset_row("official-flux", cut, order) for order in (None, 2)
+                 for cut in ("block", "paper")]
+    else:
+        rows += [preset_row("official-dit", cut) for cut in ("block", "paper")]
+        rows += [preset_row("official-dit", "block", order) for order in (2, 3)]
     times = ("timestep", "sigma") if model == "dit" else ("timestep",)
     for time in times:
         for n in (5, 6):
@@ -143,8 +167,7 @@ class Runner:
         options = row.ts_options(self.task, self.compiler)
         compiled = torch.compile(model, backend="taylorseer", options=options, dynamic=False)
         compiled.reset = lambda: ts_compile.reset(compiled)
-        opts = ts_compile.TaylorSeerOptions(interval=row.interval, order=row.order,
-                                            warmup=row.warmup, num_steps=row.steps)
+        opts = ts_compile.TaylorSeerOptions.coerce({**row.ts_settings(), "num_steps": row.steps})
         return compiled, None, ts_compile.computed_steps(opts, row.steps), torch._dynamo.reset
 
 
