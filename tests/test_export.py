@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -100,6 +101,38 @@ def test_dit_matches_dynamo_path_and_resets_after_num_steps(dit):
     assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
         TaylorSeerOptions(**DIT_OPTIONS), 6))
     assert runner.manifest["inputs"]["time_tensor_index"] == 1  # hidden_states, timestep, ...
+
+
+@pytest.mark.export
+def test_hand_written_loops_are_placed_like_the_dynamo_path(flux):
+    """No reset, no num_steps, CFG as two calls with one latent tensor: the runner places the
+    calls as the Dynamo path does (the same latent again is the other branch of the step; the
+    time going back up is a new generation), and the result is the correctly reset, per-branch
+    TaylorSeer of the Dynamo path driven explicitly."""
+    pipe, _, path = flux
+    model = pipe.transformer
+    runner = load(path, options=OPTIONS)
+    assert (runner.manifest["inputs"]["latent_tensor_index"],
+            runner.manifest["inputs"]["clock_tensor_index"]) == (0, 1)  # hidden_states, timestep
+    compiled = compile_ts(model, fullgraph=False, **OPTIONS)
+    uncond = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for generation in range(2):  # back to back, no reset
+            for step in range(8):
+                kwargs = flux_step_kwargs(1 - step / 10)
+                for name in ("cond", "uncond"):  # the same hidden_states tensor twice
+                    if name == "uncond":
+                        kwargs = {**kwargs, "encoder_hidden_states": uncond}
+                    got = runner(**kwargs)[0]
+                    with model.cache_context(name, step_index=step):
+                        want = compiled(**kwargs)[0]
+                    torch.testing.assert_close(got, want, **TOL,
+                                               msg=f"generation {generation} step {step} {name}")
+    assert [str(w.message) for w in record if "ts_compile" in str(w.message)] == []
+    stats = runner.stats()
+    assert stats["time_went_back"] == 1 and stats["second_calls"] == 16
+    assert stats["forecast_steps"] == ts_compile.stats(compiled)["forecast_steps"] > 0
 
 
 @pytest.mark.export

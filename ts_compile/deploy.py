@@ -56,7 +56,8 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
-from .runner import ExportedTaylorSeer, describe
+from .runner import ExportedTaylorSeer
+from .stepping import TIME_INPUT_NAMES
 from .taylor import scalars_length
 
 __all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "FORMATS", "export", "load",
@@ -139,24 +140,50 @@ def _leaf_name(key_path) -> str:
     return f"args[{match.group(1)}]{match.group(2)}" if match else text
 
 
-def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
-                       flat: Sequence[Any], settings: TaylorSeerOptions) -> int | None:
-    """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
-    if settings.time == "step":
+def _tensor_input_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
+                        flat: Sequence[Any], name: str | None) -> int | None:
+    """Position among the tensor inputs (the programs' input order) of the forward argument
+    `name`; None when the call passes no tensor under that name."""
+    if name is None:
         return None
-    name = settings.time_input
     try:
         bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
     except TypeError:
         bound = dict(kwargs)
     value = bound.get(name, kwargs.get(name))
     if not isinstance(value, torch.Tensor):
-        raise ArtefactError(
-            f"ts_compile.export: option time={settings.time!r} reads the argument {name!r}, but "
-            f"the call passes {'no such argument' if value is None else describe(value)}; pass "
-            "the time as a tensor, set time_input to the argument's name, or use time='step'.")
-    tensors = [v for v in flat if isinstance(v, torch.Tensor)]  # the programs' input order
+        return None
+    tensors = [v for v in flat if isinstance(v, torch.Tensor)]
     return next(i for i, v in enumerate(tensors) if v is value)
+
+
+def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
+                       flat: Sequence[Any], settings: TaylorSeerOptions) -> int | None:
+    """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
+    if settings.time == "step":
+        return None
+    index = _tensor_input_index(model, args, kwargs, flat, settings.time_input)
+    if index is None:
+        raise ArtefactError(
+            f"ts_compile.export: option time={settings.time!r} reads the argument "
+            f"{settings.time_input!r}, which the call does not pass as a tensor; pass the time "
+            "as a tensor, set time_input to the argument's name, or use time='step'.")
+    return index
+
+
+def _placement_indices(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
+                       flat: Sequence[Any], settings: TaylorSeerOptions) -> dict[str, int | None]:
+    """The inputs the runner places calls by, as the Dynamo path does (stepping.py): the latent
+    (the forward's first argument: a second call with the very same tensor is another branch of
+    the step) and the clock (a time input going back up starts a new generation)."""
+    parameters = [p for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    latent = _tensor_input_index(model, args, kwargs, flat,
+                                 parameters[0].name if parameters else None)
+    clock = next((index for name in (settings.time_input, *TIME_INPUT_NAMES)
+                  if (index := _tensor_input_index(model, args, kwargs, flat, name)) is not None),
+                 None)
+    return {"latent_tensor_index": latent, "clock_tensor_index": clock}
 
 
 def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -251,6 +278,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     flat = [value for _, value in flat_with_paths]
     leaves = _describe_leaves(flat_with_paths)
     time_index = _time_tensor_index(model, tuple(args), kwargs, flat, settings)
+    placement = _placement_indices(model, tuple(args), kwargs, flat, settings)
     try:
         graphs = build_graphs(gm, settings, declared_block_lists(model))
     except NotApplicable as err:
@@ -317,7 +345,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
             },
             "inputs": {"in_spec": specs["in_spec"],
                        "num_user_inputs": guards.num_user_inputs, "leaves": leaves,
-                       "time_tensor_index": time_index},
+                       "time_tensor_index": time_index, **placement},
             "outputs": {"out_spec": specs["out_spec"]},
             "program_inputs": "user tensors (leaves of kind 'tensor', in order, row-major "
                               "contiguous), then for each of state.tables its order+1 rows "

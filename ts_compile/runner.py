@@ -40,6 +40,16 @@ def _frozen_config(config: Mapping[str, Any] | None):
     return FrozenDict(config)
 
 
+def _input_index(manifest: Mapping[str, Any], field: str, num_tensors: int) -> int | None:
+    """manifest inputs.`field`: a tensor input's position, or None (absent in older artefacts)."""
+    value = manifest["inputs"].get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value < num_tensors):
+        raise ArtefactError(f"ts_compile.load: manifest field inputs.{field}={value!r} is not the "
+                            f"position of one of the {num_tensors} tensor inputs")
+    return value
+
+
 def describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return (f"a {value.device} tensor of shape {list(value.shape)}, dtype {value.dtype}, "
@@ -103,12 +113,18 @@ class ExportedTaylorSeer(torch.nn.Module):
         specs = [TableSpec(t["region"], t["output_index"], t["output_name"], tuple(t["shape"]),
                            DTYPES[t["output_dtype"]]) for t in state["tables"]]
         self._controller = Controller(options)
+        index = {field: _input_index(manifest, field, len(self._user_inputs))
+                 for field in ("time_tensor_index", "latent_tensor_index", "clock_tensor_index")}
         self._runtime = GraphRuntime(
             self._controller, compute, forecast, device,
             tables=specs, shapes=TableShapes([spec.shape for spec in specs]),  # static shapes
             region_names=list(manifest["regions"]),
             skipped=[tuple(s) for s in manifest["skipped_regions"]],
-            time_index=manifest["inputs"].get("time_tensor_index"))
+            time_index=index["time_tensor_index"],
+            # Placement as on the Dynamo path (stepping.py): a second call with the very latent
+            # tensor is another branch of the step, a time going back up a new generation.
+            latent_index=index["latent_tensor_index"], clock_index=index["clock_tensor_index"],
+            clock_device=device)
 
     # -- what a diffusers pipeline reads -------------------------------------------------------
     @property
