@@ -175,16 +175,27 @@ def _without_free_scalars(nodes: list[fx.Node]) -> list[fx.Node]:
 def _with_unattributed(region_nodes: list[fx.Node], nodes: list[fx.Node],
                        position: dict[fx.Node, int]) -> list[fx.Node]:
     """Add the nodes between the region's nodes that Dynamo attributed to no module (e.g. the
-    `_vmap_decrement_nesting` closing a vmap the block opened) and that only the region reads:
-    they are part of the module's call, and left outside they would split it."""
+    `_vmap_decrement_nesting` closing a vmap the block opened, an autocast enter/exit pair around
+    part of the block) and that only the region reads: they are part of the module's call, and
+    left outside they would split it.
+
+    The largest such set: candidates that read or feed a node outside the region and its
+    candidates are dropped until none is left to drop (an enter/exit pair reads and feeds only
+    each other, so it joins as a pair)."""
     members = set(region_nodes)
     first, last = position[region_nodes[0]], position[region_nodes[-1]]
-    for node in nodes[first + 1:last]:
-        if node not in members and not module_stack(node) and node.users.keys() <= members \
-                and all(arg in members or arg.op in ("placeholder", "get_attr")
-                        or position.get(arg, -1) < first for arg in node.all_input_nodes):
-            members.add(node)
-    return sorted(members, key=position.__getitem__)
+    joining = {node for node in nodes[first + 1:last]
+               if node not in members and not module_stack(node)}
+    changed = True
+    while changed:
+        inside = members | joining
+        dropped = {node for node in joining
+                   if not node.users.keys() <= inside
+                   or not all(arg in inside or arg.op in ("placeholder", "get_attr")
+                              or position.get(arg, -1) < first for arg in node.all_input_nodes)}
+        joining -= dropped
+        changed = bool(dropped)
+    return sorted(members | joining, key=position.__getitem__)
 
 
 def _group(nodes: list[fx.Node], pick) -> dict[str, Region]:
