@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -511,6 +512,30 @@ def _load_aoti(file: Path, name: str, specs: list[InputSpec], device: torch.devi
     return lambda *flat: run(list(flat))
 
 
+@contextlib.contextmanager
+def _native_stderr():
+    """Capture what native code writes to file descriptor 2 meanwhile (and pass it on): yields
+    a function returning the text so far."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+
+        def text() -> str:
+            capture.flush()
+            capture.seek(0)
+            return capture.read().decode(errors="replace")
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            seen = text()
+            if seen:
+                sys.stderr.write(seen)
+
+
 def _probe(run: Callable, name: str, specs: list[InputSpec], device: torch.device,
            file: Path) -> None:
     """First call of the program, on zeros of the manifest's layout, with AOTInductor's input
@@ -520,11 +545,12 @@ def _probe(run: Callable, name: str, specs: list[InputSpec], device: torch.devic
     tables = [t for t, spec in zip(inputs, specs) if spec.field.startswith("state.tables")]
     for table in tables:
         table.fill_(SENTINEL)
-    with _native_input_checks(), torch.no_grad():
+    with _native_input_checks(), torch.no_grad(), _native_stderr() as native_output:
         try:
             run(inputs)
         except RuntimeError as err:
-            found = re.search(r"input_handles\[(\d+)\]: ([^\n]*)", str(err))
+            # torch >= 2.10 puts the failed check in the exception; 2.9 prints it on stderr only.
+            found = re.search(r"input_handles\[(\d+)\]: ([^\n]*)", f"{err}\n{native_output()}")
             if found and int(found.group(1)) < len(specs):
                 spec = specs[int(found.group(1))]
                 raise ArtefactError(
