@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .cli_errors import CliError, report
+from .cli_errors import CliError, Parser, report
 from .options import COMPILERS, MAX_ORDER, OptionError, TaylorSeerOptions
 
 HELP_HINT = "hint: run `python -m ts_compile demo --help` for the allowed values."
@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m ts_compile",
         description="TaylorSeer feature forecasting for diffusion transformers "
                     "(torch.compile backend 'taylorseer').")
@@ -97,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed usage and the error
+    except CliError as err:  # a usage mistake: one line and a hint, no usage block
+        return report(str(err), err.hint)
+    except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -309,7 +309,7 @@ def run_explain(args: argparse.Namespace, stream: TextIO | None = None) -> int:
                      sum(len(r.regions) for r in rs), sum(len(r.live_outputs) for r in rs),
                      f"{total:,}", fmt_bytes(total)])
     print(f"\nTaylor state by cut (order {settings.order}, {settings.state_dtype}):", file=out)
-    print(tabulate(rows, headers=["cut", "regions", "live outputs", "state bytes", ""],
+    print(tabulate(rows, headers=["cut", "regions", "live outputs", "state bytes", "size"],
                    tablefmt="simple", disable_numparse=True,
                    colalign=("left", "right", "right", "right", "right")), file=out)
     print(f"({time.perf_counter() - began:.1f} s; python -m ts_compile explain --help for "
