@@ -54,7 +54,7 @@ from ts_compile._compat import compile_isolated  # noqa: E402
 from ts_compile.api import controller_of  # noqa: E402
 from ts_compile.options import TaylorSeerOptions  # noqa: E402
 from ts_compile.schedule import computed_steps  # noqa: E402
-from ts_compile.toy_models import SIZES as TOY_SIZES  # noqa: E402
+from ts_compile.cli.toy_models import SIZES as TOY_SIZES  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     # ~100 ms a step under plain Inductor on a quiet 2-core CPU (one thread: 111 ms eager).

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ts_compile.__main__ import main
+from ts_compile.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,12 +180,12 @@ def test_bench_missing_script_is_one_line(tmp_path, monkeypatch, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, "quality.py is missing")
 
 
-def test_bench_without_a_checkout_says_to_clone(tmp_path, monkeypatch, capsys):
+def test_bench_without_a_checkout_says_where_to_run_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TS_COMPILE_BENCHMARKS", str(tmp_path / "absent"))
     code = main(["bench", "speed"])
     err = capsys.readouterr().err
     _assert_one_line_error(code, err, "no benchmarks folder")
-    assert "clone" in err
+    assert "root of a repository checkout" in err and "TS_COMPILE_BENCHMARKS" in err
 
 
 def test_bench_script_without_main(tmp_path, monkeypatch, capsys):
@@ -246,3 +246,19 @@ def test_explain_state_table_has_a_header_for_every_column(capsys):
     header, rule = table[1], table[2]
     assert len(header.split()) >= len(rule.split()), table[:3]  # "live outputs" is two words
     assert header.split()[-1] == "size"
+
+
+def test_the_package_does_not_look_for_its_checkout(tmp_path, monkeypatch, capsys):
+    """Outside a checkout (and without $TS_COMPILE_BENCHMARKS) bench says where to run it, and
+    the demo finds no default checkpoint: neither looks next to the installed package."""
+    from ts_compile.cli import demo_digits
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TS_COMPILE_BENCHMARKS", raising=False)
+    monkeypatch.delenv(demo_digits.ENV, raising=False)
+    _assert_one_line_error(main(["bench", "speed"]), capsys.readouterr().err,
+                           f"no benchmarks folder at {tmp_path / 'benchmarks'}")
+    assert demo_digits.resolve_checkpoint(None) is None
+    monkeypatch.chdir(ROOT)  # the checkout's root: both are found
+    assert demo_digits.resolve_checkpoint(None) == os.path.join(ROOT, demo_digits.DEFAULT_CHECKPOINT)
+    assert main(["bench", "speed", "--help"]) == 0

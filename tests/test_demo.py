@@ -14,9 +14,8 @@ import zlib
 import pytest
 import torch
 
-from ts_compile.__main__ import main
-from ts_compile import demo_digits
-from ts_compile.demo import write_png
+from ts_compile.cli import demo_digits, main
+from ts_compile.cli.images import write_png
 from ts_compile.options import TaylorSeerOptions
 
 from .reference import official_schedule
