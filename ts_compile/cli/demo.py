@@ -10,14 +10,16 @@ The same rectified-flow Euler sampler (sigma linear from 1 to 0, fixed noise) ru
 Every compiled variant is warmed up with one full generation (its compile time is that
 generation's wall time minus the median timed one's); then all four are timed over fresh
 generations, round-robin so that a change in machine load hits them alike, median of 3 each.
-Errors are of the final latents against the eager ones. A PNG shows the final latents side by side.
+Errors are of the final latents against the eager ones. A PNG shows the final latents side by
+side, with the difference maps on one colour scale (`images.py`).
 
 With a trained digits checkpoint (`--checkpoint PATH`, $TS_COMPILE_CHECKPOINT, or
 `benchmarks/checkpoints/flux_digits/` when run from the root of a repository checkout: the
 quality benchmark's training writes it), the demo also samples a grid of digits (2 per class, same
 noise) with full compute, taylorseer and FORA and the PNG shows the three grids side by side
-(`demo_digits.py`); the latents picture then goes to `<out>_latents.png`. The timings stay on the random model: the 8x8 digits model is too small
-for a timing to mean anything (a step is mostly Python and framework overhead).
+(`demo_digits.py`); the latents picture then goes to `<out>_latents.png`. The timings stay on the
+random model: the 8x8 digits model is too small for a timing to mean anything (a step is mostly
+Python and framework overhead).
 
 CPU timings of small models are sensitive to other load: OpenMP threads spin-wait, so a busy
 machine can slow a multi-threaded run tenfold. `OMP_NUM_THREADS=1` gives steadier numbers there.
@@ -40,7 +42,7 @@ from ..options import TaylorSeerOptions
 from ..schedule import computed_steps, flops_speedup
 from .demo_digits import (CheckpointError, initial_noise, load_checkpoint, resolve_checkpoint,
                           sample_digits)
-from .images import comparison_image, digits_grid_image, write_png
+from .images import digits_figure, latents_figure
 from .toy_models import SIZES, sigma_schedule, tiny_flux
 
 __all__ = ["CheckpointError", "resolve_checkpoint", "run_demo"]
@@ -243,11 +245,11 @@ def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "
         latents_png = f"{root}_latents{ext or '.png'}"
         rows += _run_digits(ckpt, digits_steps or ckpt.num_steps, ts_options, fora_options,
                             bar, out, out_png)
-    image, scale = comparison_image(reference, methods[2].latents, methods[3].latents, grid)
-    write_png(latents_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    image, scale = latents_figure(reference, methods[2].latents, methods[3].latents, grid)
+    image.save(latents_png, format="PNG")
     print(f"wrote {latents_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
           f"full compute | taylorseer | FORA | |taylorseer - full| | |FORA - full| "
-          f"(diff maps: mean |diff| over channels, white = {scale:.3g})", file=out)
+          f"(diff maps: mean |diff| over channels, colour bar 0 to {scale:.3g})", file=out)
     print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
     out.flush()
     return rows
@@ -315,10 +317,10 @@ def _run_digits(ckpt, steps: int, ts_options: TaylorSeerOptions, fora_options: T
                             "max abs err", "mean abs err"],
                    disable_numparse=True, colalign=("left", "right", "right", "right", "right")),
           file=out)
-    labels = ["FULL COMPUTE", f"TAYLORSEER N={ts_options.interval} O={ts_options.order}",
+    titles = ["full compute", f"TaylorSeer N={ts_options.interval} O={ts_options.order}",
               f"FORA N={fora_options.interval}"]
-    image = digits_grid_image(list(zip(labels, (r["images"] for r in rows))), per_class)
-    write_png(out_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    digits_figure(list(zip(titles, (r["images"] for r in rows))), per_class).save(out_png,
+                                                                                 format="PNG")
     print(f"wrote {out_png}: digit grids full compute | taylorseer | FORA (row = class 0..9, "
           f"{per_class} samples each, same noise; {time.perf_counter() - began:.1f} s)", file=out)
     return rows

@@ -1,35 +1,51 @@
-"""The demo's pictures: final latents side by side with difference maps, and digit grids."""
+"""The demo's pictures, drawn with Pillow: labelled panels, difference maps with a colour bar.
+
+    latents_figure   final latents of full compute | TaylorSeer | FORA (first 3 channels as RGB)
+                     and |TaylorSeer - full| | |FORA - full| on one colour scale, with its bar
+    digits_figure    digit grids of full compute | TaylorSeer | FORA, row = class 0..9
+"""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from .demo_digits import NUM_CLASSES
 
-PANEL_PIXELS = 192  # each panel is upscaled (nearest neighbour) to about this many pixels a side
-GAP = 4
+PANEL_PIXELS = 192  # each latent panel is upscaled (nearest neighbour) to about this many pixels
+DIGIT_PIXELS = 8  # each 8x8 digit is upscaled 8x
+GAP = 8
+FONT_SIZE = 14
+TITLE_H = 24  # room above a panel for its title
+BAR_W = 16  # the colour bar's width
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
-# --- the PNG ----------------------------------------------------------------------------------
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
+    """Pillow's bundled font at `size` (FreeType); its bitmap font where FreeType is missing."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
 
-def write_png(path: str, width: int, height: int, rgb: bytes) -> None:
-    """Write an 8-bit RGB PNG; `rgb` is `height` rows of `width` RGB triples."""
-    if len(rgb) != width * height * 3:
-        raise ValueError(f"expected {width * height * 3} bytes of RGB, got {len(rgb)}")
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+def to_image(rgb: torch.Tensor, scale: int = 1) -> Image.Image:
+    """(H, W, 3) values in [0, 1] -> an RGB image, each pixel a `scale` x `scale` square."""
+    pixels = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+    image = Image.frombytes("RGB", (pixels.shape[1], pixels.shape[0]), pixels.numpy().tobytes())
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
-    stride = width * 3
-    raw = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bit, RGB, no interlace
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+def heat(values: torch.Tensor, scale: float) -> torch.Tensor:
+    """(...) values in [0, scale] -> (..., 3): black -> red -> yellow -> white at `scale`."""
+    v = (values / max(scale, 1e-12)).clamp(0, 1) * 3
+    return torch.stack([v.clamp(0, 1), (v - 1).clamp(0, 1), (v - 2).clamp(0, 1)], dim=-1)
+
+
+def colour_bar(height: int, scale: float) -> torch.Tensor:
+    """(height, BAR_W, 3): `heat` from `scale` at the top to 0 at the bottom."""
+    values = torch.linspace(scale, 0.0, height)[:, None].expand(height, BAR_W)
+    return heat(values, scale)
 
 
 def _latent_rgb(latents: torch.Tensor, grid: int, low: torch.Tensor, high: torch.Tensor
@@ -39,114 +55,75 @@ def _latent_rgb(latents: torch.Tensor, grid: int, low: torch.Tensor, high: torch
     return ((img - low) / (high - low).clamp_min(1e-12)).clamp(0, 1)
 
 
-def _heat(diff: torch.Tensor, scale: float) -> torch.Tensor:
-    """(grid, grid) |diff| -> (grid, grid, 3): black -> red -> yellow -> white at `scale`."""
-    v = (diff / max(scale, 1e-12)).clamp(0, 1) * 3
-    return torch.stack([v.clamp(0, 1), (v - 1).clamp(0, 1), (v - 2).clamp(0, 1)], dim=-1)
+def latents_figure(reference: torch.Tensor, taylorseer: torch.Tensor, fora: torch.Tensor,
+                   grid: int) -> tuple[Image.Image, float]:
+    """The five labelled panels and a colour bar; returns the image and the bar's top value.
 
-
-def comparison_image(reference: torch.Tensor, taylorseer: torch.Tensor, fora: torch.Tensor,
-                     grid: int) -> tuple[torch.Tensor, float]:
-    """Panels full | taylorseer | FORA | |taylorseer - full| | |FORA - full| as (H, W, 3) uint8.
-
-    The latent panels share the reference's per-channel range; both diff maps (mean |diff| over
-    all channels) share one scale, the larger of their maxima, which is returned.
+    The latent panels share the reference's per-channel range; both difference maps (mean |diff|
+    over all channels) share one scale, the larger of their maxima.
     """
     flat = reference[0, :, :3]
     low, high = flat.amin(dim=0), flat.amax(dim=0)
     diffs = [(x - reference)[0].abs().mean(dim=-1).reshape(grid, grid) for x in (taylorseer, fora)]
     scale = max(float(d.max()) for d in diffs)
-    panels = [_latent_rgb(x, grid, low, high) for x in (reference, taylorseer, fora)]
-    panels += [_heat(d, scale) for d in diffs]
     factor = max(1, PANEL_PIXELS // grid)
     side = grid * factor
-    gap = torch.ones(side, GAP, 3)
-    row: list[torch.Tensor] = []
-    for panel in panels:
-        big = panel.repeat_interleave(factor, dim=0).repeat_interleave(factor, dim=1)
-        row += [big, gap]
-    image = torch.cat(row[:-1], dim=1)
-    border = torch.ones(GAP, image.shape[1], 3)
-    image = torch.cat([border, image, border], dim=0)
-    side_border = torch.ones(image.shape[0], GAP, 3)
-    image = torch.cat([side_border, image, side_border], dim=1)
-    return (image * 255).round().to(torch.uint8), scale
+    panels = [(title, to_image(_latent_rgb(x, grid, low, high), factor)) for title, x in
+              (("full compute", reference), ("TaylorSeer", taylorseer), ("FORA", fora))]
+    panels += [(title, to_image(heat(d, scale), factor))
+               for title, d in zip(("|TaylorSeer - full|", "|FORA - full|"), diffs)]
+    font = _font()
+    tick_w = max(_text_width(font, text) for text in (f"{scale:.3g}", "0"))
+    width = GAP + len(panels) * (side + GAP) + BAR_W + 4 + tick_w + GAP
+    caption = ("final latents, first 3 channels as RGB (random weights: no picture to recognise; "
+               "compare the panels), and mean |difference| over channels")
+    height = TITLE_H + side + GAP + TITLE_H
+    figure = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(figure)
+    x = GAP
+    for title, panel in panels:
+        draw.text((x, 4), title, fill=BLACK, font=font)
+        figure.paste(panel, (x, TITLE_H))
+        x += side + GAP
+    figure.paste(to_image(colour_bar(side, scale)), (x, TITLE_H))
+    draw.rectangle((x - 1, TITLE_H - 1, x + BAR_W, TITLE_H + side), outline=BLACK)
+    draw.text((x + BAR_W + 4, TITLE_H), f"{scale:.3g}", fill=BLACK, font=font)
+    draw.text((x + BAR_W + 4, TITLE_H + side - FONT_SIZE - 2), "0", fill=BLACK, font=font)
+    draw.text((GAP, TITLE_H + side + GAP), caption, fill=BLACK, font=_font(FONT_SIZE - 2))
+    return figure, scale
 
 
-# --- the picture -------------------------------------------------------------------------------
+def digits_figure(panels: list[tuple[str, torch.Tensor]], per_class: int,
+                  pixels: int = DIGIT_PIXELS) -> Image.Image:
+    """Labelled grids side by side, one per method: row = class (labelled), column = sample.
 
-# 3x5 glyphs: five rows of three, '#' = ink
-_FONT = {k: v.split() for k, v in {
-    "A": ".#. #.# ### #.# #.#", "B": "##. #.# ##. #.# ##.", "C": "### #.. #.. #.. ###",
-    "D": "##. #.# #.# #.# ##.", "E": "### #.. ### #.. ###", "F": "### #.. ### #.. #..",
-    "G": "### #.. #.# #.# ###", "H": "#.# #.# ### #.# #.#", "I": "### .#. .#. .#. ###",
-    "J": "..# ..# ..# #.# ###", "K": "#.# #.# ##. #.# #.#", "L": "#.. #.. #.. #.. ###",
-    "M": "#.# ### ### #.# #.#", "N": "##. #.# #.# #.# #.#", "O": "### #.# #.# #.# ###",
-    "P": "### #.# ### #.. #..", "Q": "### #.# #.# ### ..#", "R": "##. #.# ##. #.# #.#",
-    "S": "### #.. ### ..# ###", "T": "### .#. .#. .#. .#.", "U": "#.# #.# #.# #.# ###",
-    "V": "#.# #.# #.# #.# .#.", "W": "#.# #.# ### ### #.#", "X": "#.# #.# .#. #.# #.#",
-    "Y": "#.# #.# .#. .#. .#.", "Z": "### ..# .#. #.. ###",
-    "0": "### #.# #.# #.# ###", "1": ".#. ##. .#. .#. ###", "2": "### ..# ### #.. ###",
-    "3": "### ..# ### ..# ###", "4": "#.# #.# ### ..# ..#", "5": "### #.. ### ..# ###",
-    "6": "### #.. ### #.# ###", "7": "### ..# ..# ..# ..#", "8": "### #.# ### #.# ###",
-    "9": "### #.# ### ..# ###", "=": "... ### ... ### ...", " ": "... ... ... ... ...",
-    "(": ".#. #.. #.. #.. .#.", ")": ".#. ..# ..# ..# .#.", ",": "... ... ... .#. #..",
-    ".": "... ... ... ... .#.", "-": "... ... ### ... ...", "/": "..# ..# .#. #.. #..",
-    ":": "... .#. ... .#. ...",
-}.items()}
-
-
-def _glyph(ch: str) -> torch.Tensor:
-    rows = _FONT.get(ch.upper(), _FONT[" "])
-    return torch.tensor([[b == "#" for b in row] for row in rows], dtype=torch.float32)
-
-
-def text_bitmap(text: str, scale: int = 2) -> torch.Tensor:
-    """(5*scale, 4*scale*len) ink mask of `text` in a 3x5 pixel font."""
-    cols = []
-    for ch in text:
-        cols += [_glyph(ch), torch.zeros(5, 1)]
-    mask = torch.cat(cols, dim=1) if cols else torch.zeros(5, 1)
-    return mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-
-
-def digits_grid_image(panels: list[tuple[str, torch.Tensor]], per_class: int, pixels: int = 8,
-                      gap: int = 6, margin: int = 8) -> torch.Tensor:
-    """Labelled panels side by side, one per method: row = class, column = sample. uint8 RGB.
-
-    `panels`: (label, (10 * per_class, 1, H, W) images in [0, 1]) in class-major order. The
-    class of each row is written at the left.
+    `panels`: (title, (10 * per_class, 1, H, W) images in [0, 1]) in class-major order; digits
+    are drawn as dark ink on white.
     """
-    label_h = 5 * 2 + 6
-    blocks = []
-    for label, images in panels:
-        n, _, h, w = images.shape
-        side_h, side_w = h * pixels, w * pixels
-        grid_w = per_class * side_w + (per_class - 1) * gap
-        grid_h = NUM_CLASSES * side_h + (NUM_CLASSES - 1) * gap
-        text = text_bitmap(label)
-        panel_w = max(grid_w, text.shape[1])
-        left = (panel_w - grid_w) // 2
-        canvas = torch.ones(label_h + grid_h, panel_w)
-        canvas[3:3 + text.shape[0], :text.shape[1]] = 1 - text
-        for i in range(n):
-            r, c = divmod(i, per_class)
-            big = images[i, 0].repeat_interleave(pixels, 0).repeat_interleave(pixels, 1)
-            y, x = label_h + r * (side_h + gap), left + c * (side_w + gap)
-            canvas[y:y + side_h, x:x + side_w] = 1 - big  # dark ink on white
-        blocks.append(canvas)
-    height = max(b.shape[0] for b in blocks)
-    side_h = panels[0][1].shape[2] * pixels
-    classes = torch.ones(height, 2 * 4 + 4)
+    font = _font()
+    _, _, h, w = panels[0][1].shape
+    side_h, side_w = h * pixels, w * pixels
+    grid_w = per_class * side_w + (per_class - 1) * GAP
+    grid_h = NUM_CLASSES * side_h + (NUM_CLASSES - 1) * GAP
+    panel_w = max(grid_w, *(_text_width(font, title) for title, _ in panels))
+    label_w = _text_width(font, "class 0") + 3 * GAP
+    width = label_w + len(panels) * (panel_w + 3 * GAP)
+    figure = Image.new("RGB", (width, TITLE_H + grid_h + 2 * GAP), WHITE)
+    draw = ImageDraw.Draw(figure)
     for r in range(NUM_CLASSES):
-        digit = text_bitmap(str(r))
-        y = label_h + r * (side_h + gap) + (side_h - digit.shape[0]) // 2
-        classes[y:y + digit.shape[0], :digit.shape[1]] = 1 - digit
-    row = [classes]
-    for b in blocks:
-        pad = torch.ones(height - b.shape[0], b.shape[1])
-        row += [torch.cat([b, pad]), torch.ones(height, 3 * margin)]
-    image = torch.cat(row[:-1], dim=1)
-    image = torch.nn.functional.pad(image, (margin, margin, margin, margin), value=1.0)
-    rgb = image[..., None].expand(*image.shape, 3)
-    return (rgb * 255).round().to(torch.uint8)
+        y = TITLE_H + r * (side_h + GAP) + (side_h - FONT_SIZE) // 2
+        draw.text((GAP, y), f"class {r}", fill=BLACK, font=font)
+    for p, (title, images) in enumerate(panels):
+        left = label_w + p * (panel_w + 3 * GAP)
+        draw.text((left, 4), title, fill=BLACK, font=font)
+        for i in range(images.shape[0]):
+            r, c = divmod(i, per_class)
+            ink = (1 - images[i, 0])[..., None].expand(h, w, 3)
+            figure.paste(to_image(ink, pixels),
+                         (left + c * (side_w + GAP), TITLE_H + r * (side_h + GAP)))
+    return figure
+
+
+def _text_width(font: ImageFont.ImageFont, text: str) -> int:
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)
