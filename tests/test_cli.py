@@ -207,7 +207,7 @@ def test_bench_usage_errors_return_2(argv, capsys):
     (["demo", "--steps", "abc"], "--steps: expected an int >= 1, got 'abc'", "demo --help"),
     (["explian"], "invalid choice: 'explian'", "did you mean 'explain'?"),
     (["explain", "FluxTransformer2DModel", "--order", "two"], "--order", "explain --help"),
-    (["demo", "--no-such-flag"], "unrecognized arguments: --no-such-flag", "--help"),
+    (["demo", "--no-such-flag"], "unrecognized arguments: --no-such-flag", "demo --help"),
 ])
 def test_argparse_errors_are_one_line_and_a_hint(argv, needle, hint, capsys):
     code = main(argv)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..options import COMPILERS, MAX_ORDER, OptionError, TaylorSeerOptions
 from .demo_digits import DEFAULT_CHECKPOINT
-from .errors import CliError, Parser, report
+from .errors import CliError, Parser, report, usage_hint
 
 HELP_HINT = "hint: run `python -m ts_compile demo --help` for the allowed values."
 
@@ -107,7 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(argv[1], argv[2:])  # everything after the name is the script's
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the command they were given to, whose --help lists the right ones
+            prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+            raise CliError(f"{prog}: unrecognized arguments: {' '.join(extra)}",
+                           usage_hint(prog, ""))
     except CliError as err:  # a usage mistake: one line and a hint, no usage block
         return report(str(err), err.hint)
     except SystemExit as exit_:  # --help
