@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--compiler", choices=COMPILERS, default="inductor",
                       help="compiler for the plain compile and under TaylorSeer (inductor)")
     demo.add_argument("--size", choices=("demo", "test"), default="demo",
-                      help="model size: 'demo' (tens of ms a step) or 'test' (tiny). The "
-                           "whole demo with 'test' took 36 s on a busy 2-core CPU, most of it "
-                           "compiling (--compiler eager: less); the digits of a checkpoint add "
-                           "minutes there (--no-checkpoint skips them)")
+                      help="model size: 'demo' (tens of ms a step) or 'test' (tiny). With "
+                           "'test' the whole demo took 0.5 to 3.5 min on a shared 2-core CPU "
+                           "(16 generations of --steps steps: other load shows), 2 min with "
+                           "--compiler eager (slower eager steps), and 1 to 2 min more with a "
+                           "checkpoint's digits (--no-checkpoint skips them)")
     demo.add_argument("--out", default="ts_compile_demo.png", metavar="PATH",
                       help="where to write the picture: final latents and difference maps, "
                            "or with a checkpoint the digit grids (ts_compile_demo.png)")
