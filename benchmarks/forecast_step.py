@@ -24,7 +24,7 @@ import torch
 import ts_compile
 from ts_compile.api import controller_of
 from ts_compile.taylor import nonfinite_slots
-from ts_compile.toy_models import SIZES, tiny_flux
+from ts_compile.cli.toy_models import SIZES, tiny_flux
 
 
 def _drop_forecast_count(order: int) -> None:

@@ -54,7 +54,7 @@ from ts_compile._compat import compile_isolated  # noqa: E402
 from ts_compile.api import controller_of  # noqa: E402
 from ts_compile.options import TaylorSeerOptions  # noqa: E402
 from ts_compile.schedule import computed_steps  # noqa: E402
-from ts_compile.toy_models import SIZES as TOY_SIZES  # noqa: E402
+from ts_compile.cli.toy_models import SIZES as TOY_SIZES  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     # ~100 ms a step under plain Inductor on a quiet 2-core CPU (one thread: 111 ms eager).
@@ -379,15 +379,22 @@ def compile_probe(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--size", default="cpu")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="denoising steps per generation (50)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed generations per row after the untimed warm-up one (5)")
+    parser.add_argument("--size", default="cpu",
+                        help=f"model size: {' or '.join(SIZES)} (cpu: ~100 ms a step under "
+                             "Inductor on 2 cores; tiny: a few ms, for tests)")
     parser.add_argument("--rows", default=",".join(ALL_ROWS),
                         help="comma-separated: " + ", ".join(ALL_ROWS))
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--compiler", default="inductor",
                         help="inner compiler of every compiled row: inductor, or eager (tests)")
-    parser.add_argument("--host-calls", type=int, default=20000)
+    parser.add_argument("--host-calls", type=int, default=20000,
+                        help="calls replayed (rounded down to whole generations) to time the "
+                             "host work per call with the graphs stubbed out (20000)")
     parser.add_argument("--no-compile-probe", action="store_true",
                         help="skip the cold-compile measurement in subprocesses")
     parser.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)

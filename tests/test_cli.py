@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ts_compile.__main__ import main
+from ts_compile.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,12 +180,12 @@ def test_bench_missing_script_is_one_line(tmp_path, monkeypatch, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, "quality.py is missing")
 
 
-def test_bench_without_a_checkout_says_to_clone(tmp_path, monkeypatch, capsys):
+def test_bench_without_a_checkout_says_where_to_run_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TS_COMPILE_BENCHMARKS", str(tmp_path / "absent"))
     code = main(["bench", "speed"])
     err = capsys.readouterr().err
     _assert_one_line_error(code, err, "no benchmarks folder")
-    assert "clone" in err
+    assert "root of a repository checkout" in err and "TS_COMPILE_BENCHMARKS" in err
 
 
 def test_bench_script_without_main(tmp_path, monkeypatch, capsys):
@@ -198,3 +198,67 @@ def test_bench_script_without_main(tmp_path, monkeypatch, capsys):
 def test_bench_usage_errors_return_2(argv, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err
+
+
+# --- argparse's own errors: one line and a hint, not a usage block -----------------------------
+
+@pytest.mark.parametrize("argv, needle, hint", [
+    (["demo", "--compiler", "inducter"], "invalid choice: 'inducter'", "did you mean 'inductor'?"),
+    (["demo", "--steps", "abc"], "--steps: expected an int >= 1, got 'abc'", "demo --help"),
+    (["explian"], "invalid choice: 'explian'", "did you mean 'explain'?"),
+    (["explain", "FluxTransformer2DModel", "--order", "two"], "--order", "explain --help"),
+    (["demo", "--no-such-flag"], "unrecognized arguments: --no-such-flag", "demo --help"),
+])
+def test_argparse_errors_are_one_line_and_a_hint(argv, needle, hint, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    _assert_one_line_error(code, err, needle)
+    assert "usage:" not in err and hint in err.splitlines()[1], err
+
+
+def test_argparse_error_in_a_fresh_process_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "ts_compile", "demo", "--compiler", "inducter"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    _assert_one_line_error(proc.returncode, proc.stderr, "--compiler")
+    assert "did you mean 'inductor'?" in proc.stderr
+
+
+def test_help_still_exits_0(capsys):
+    assert main(["demo", "--help"]) == 0
+    assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_every_bench_speed_argument_has_help(capsys):
+    assert main(["bench", "speed", "--help"]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("options:", 1)[1].splitlines()[1:]
+    # an argument's line is "  --flag METAVAR  help..."; a long one has its help on the next,
+    # deeper-indented line; without help text there is neither
+    bare = [line.strip() for line, after in zip(lines, [*lines[1:], ""])
+            if line.startswith("  -") and len(line.split()) <= 2
+            and not (after.startswith("   ") and after.strip())]
+    assert "--rows" in out and not bare, f"arguments without help: {bare}"
+
+
+def test_explain_state_table_has_a_header_for_every_column(capsys):
+    assert main(["explain", "DiTTransformer2DModel"]) == 0
+    table = capsys.readouterr().out.split("Taylor state by cut", 1)[1].splitlines()
+    header, rule = table[1], table[2]
+    assert len(header.split()) >= len(rule.split()), table[:3]  # "live outputs" is two words
+    assert header.split()[-1] == "size"
+
+
+def test_the_package_does_not_look_for_its_checkout(tmp_path, monkeypatch, capsys):
+    """Outside a checkout (and without $TS_COMPILE_BENCHMARKS) bench says where to run it, and
+    the demo finds no default checkpoint: neither looks next to the installed package."""
+    from ts_compile.cli import demo_digits
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TS_COMPILE_BENCHMARKS", raising=False)
+    monkeypatch.delenv(demo_digits.ENV, raising=False)
+    _assert_one_line_error(main(["bench", "speed"]), capsys.readouterr().err,
+                           f"no benchmarks folder at {tmp_path / 'benchmarks'}")
+    assert demo_digits.resolve_checkpoint(None) is None
+    monkeypatch.chdir(ROOT)  # the checkout's root: both are found
+    assert demo_digits.resolve_checkpoint(None) == os.path.join(ROOT, demo_digits.DEFAULT_CHECKPOINT)
+    assert main(["bench", "speed", "--help"]) == 0

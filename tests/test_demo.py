@@ -11,12 +11,11 @@ import os
 import struct
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
-from ts_compile.__main__ import main
-from ts_compile import demo_digits
-from ts_compile.demo import write_png
+from ts_compile.cli import demo_digits, images, main
 from ts_compile.options import TaylorSeerOptions
 
 from .reference import official_schedule
@@ -92,15 +91,40 @@ def test_missing_output_folder_fails_before_any_work(tmp_path, capsys):
     assert "error: cannot write" in capsys.readouterr().err
 
 
-def test_write_png_roundtrip(tmp_path):
-    path = tmp_path / "p.png"
-    rgb = bytes(range(2 * 3 * 3))  # 3 wide, 2 high
-    write_png(str(path), 3, 2, rgb)
-    chunks = list(_chunks(path.read_bytes()))
-    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
-    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (3, 2, 8, 2, 0, 0, 0)
-    raw = zlib.decompress(chunks[1][1])
-    assert raw == b"\x00" + rgb[:9] + b"\x00" + rgb[9:]
+def test_latents_figure_labels_panels_and_shows_the_colour_scale():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(1, 64, 16, generator=g)
+    taylorseer = reference + 0.05 * torch.randn(1, 64, 16, generator=g)
+    fora = reference + 0.2 * torch.randn(1, 64, 16, generator=g)
+    figure, scale = images.latents_figure(reference, taylorseer, fora, grid=8)
+    expected = max(float((x - reference).abs().mean(-1).max()) for x in (taylorseer, fora))
+    assert scale == pytest.approx(expected)
+    pixels = torch.from_numpy(np.array(figure)).float()  # (height, width, 3)
+    side = 8 * (images.PANEL_PIXELS // 8)
+    top, gap = images.TITLE_H, images.GAP
+    for p in range(5):  # a title (dark text) above each of the five panels
+        x = gap + p * (side + gap)
+        assert pixels[:top - 2, x:x + side].min() < 100, f"panel {p} has no title"
+    # the colour bar right of the panels: white at the top (= scale), black at the bottom (= 0),
+    # brighter all the way up
+    bar = pixels[top + 1:top + side - 1, gap + 5 * (side + gap) + images.BAR_W // 2].sum(-1)
+    assert bar[0] > 3 * 240 and bar[-1] < 3 * 15, (bar[0], bar[-1])
+    assert torch.all(bar[:-1] >= bar[1:])
+
+
+def test_digits_figure_puts_each_class_on_its_row(tmp_path):
+    blank, ink = torch.zeros(20, 1, 8, 8), torch.zeros(20, 1, 8, 8)
+    ink[[2 * 3, 2 * 3 + 1]] = 1.0  # class 3's two samples fully inked
+    figure = images.digits_figure([("full compute", blank), ("TaylorSeer", ink)], per_class=2)
+    path = tmp_path / "d.png"
+    figure.save(path, format="PNG")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    gray = torch.from_numpy(np.array(figure.convert("L"))).float()
+    side = 8 * images.DIGIT_PIXELS
+    rows = [images.TITLE_H + r * (side + images.GAP) for r in range(10)]
+    right = gray[:, figure.width // 2:]  # the second panel
+    dark_rows = [r for r, y in enumerate(rows) if (right[y:y + side] == 0).sum() >= side * side]
+    assert dark_rows == [3]
 
 
 # --- the trained-checkpoint path ----------------------------------------------------------------

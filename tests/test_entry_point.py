@@ -27,3 +27,18 @@ def test_backend_found_through_entry_point():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_import_loads_neither_diffusers_nor_the_command_line():
+    """`import ts_compile` stays light: diffusers, tabulate and the command line load on use."""
+    script = textwrap.dedent("""
+        import sys
+        import ts_compile
+        print(sorted(m for m in sys.modules
+                     if m.split(".")[0] in ("diffusers", "tabulate", "PIL")
+                     or m.startswith("ts_compile.cli")))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]", result.stdout

@@ -35,7 +35,7 @@ def test_inductor_matches_reference_over_two_generations():
 
 
 def test_inductor_all_compute_reproduces_uncompiled_flux():
-    from ts_compile.toy_models import tiny_flux
+    from ts_compile.cli.toy_models import tiny_flux
 
     model, make_step_inputs = tiny_flux(size="test")
     compiled = compile_ts(model, compiler="inductor", order=1, schedule=range(4))

@@ -14,6 +14,7 @@ from ._compat import compile_isolated
 from .compile_calls import controller_of_compiled
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
+from .lane import EVENTS
 from .runtime import Controller
 
 
@@ -37,10 +38,50 @@ def reset(compiled: Any) -> None:
     controller_of(compiled).reset()
 
 
-def stats(compiled: Any) -> dict[str, Any]:
+def stats(compiled: Any, since: dict[str, Any] | None = None) -> dict[str, Any]:
     """Regions found, steps computed and forecast, bytes of Taylor state, recompiles, fallbacks,
-    how calls were placed (second calls, generations detected, mistakes), interruptions."""
-    return controller_of(compiled).stats()
+    how calls were placed (second calls, generations detected, mistakes), interruptions.
+
+    The counts (`COUNTERS`, and `fallbacks`) are cumulative: since the compile, over every
+    generation, thread and `reset`. With `since=` an earlier `stats()` of the same model they
+    are the counts since then, e.g. of one generation:
+
+        before = ts_compile.stats(compiled)
+        image = pipe(prompt, num_inference_steps=50).images[0]
+        ts_compile.stats(compiled, since=before)["forecast_steps"]   # this generation's
+
+    The other keys (graphs, regions, live outputs, state bytes, threads, ...) describe now.
+    """
+    found = controller_of(compiled).stats()
+    return found if since is None else counts_since(found, since)
+
+
+# The keys of `stats` that count (only grow); `fallbacks` grows as a list.
+COUNTERS = ("computed_steps", "forecast_steps", "recompiles", "nonfinite_forecast_values",
+            "nonfinite_computed_values", "collectives_skipped", *EVENTS)
+
+
+def counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """`now` with its counts made relative to `before`, an earlier `stats()` of the same model."""
+    if not isinstance(before, dict):
+        raise TypeError(f"ts_compile.stats: since= must be an earlier ts_compile.stats() result "
+                        f"(a dict), got {type(before).__name__}.")
+    missing = [key for key in (*COUNTERS, "fallbacks", "collectives_skipped_by_kind")
+               if key not in before]
+    if missing:
+        raise ValueError(f"ts_compile.stats: since= must be an earlier ts_compile.stats() result; "
+                         f"it lacks {', '.join(missing)}.")
+    later = {**now, **{key: now[key] - before[key] for key in COUNTERS}}
+    later["collectives_skipped_by_kind"] = {
+        kind: n - before["collectives_skipped_by_kind"].get(kind, 0)
+        for kind, n in now["collectives_skipped_by_kind"].items()}
+    later["fallbacks"] = now["fallbacks"][len(before["fallbacks"]):]
+    went_down = [key for key in COUNTERS if later[key] < 0]
+    if went_down or now["fallbacks"][:len(before["fallbacks"])] != before["fallbacks"]:
+        raise ValueError(f"ts_compile.stats: since= is not an earlier stats() of this model "
+                         f"({', '.join(went_down) or 'fallbacks'} went down); take it from the "
+                         "same compiled model before the calls to count.")
+    return later
 
 
 @contextlib.contextmanager

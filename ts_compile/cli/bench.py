@@ -1,10 +1,10 @@
 """`python -m ts_compile bench speed|quality [ARGS...]`: run a benchmark script of the repository.
 
-The benchmarks live in `benchmarks/` of a repository checkout, next to the package (an editable
-install finds them; a wheel does not ship them). Each script has `main(argv) -> int`; the
-remaining arguments go to it unchanged (`bench speed --help` prints the script's own help).
-`TS_COMPILE_BENCHMARKS` names another folder.
-"""
+The benchmarks are scripts of a repository checkout (`benchmarks/`), not part of the package, and
+the package does not look for its own checkout: the command runs `benchmarks/<NAME>.py` of the
+current directory (the checkout's root), or of the folder $TS_COMPILE_BENCHMARKS names. Each script
+has `main(argv) -> int`; the remaining arguments go to it unchanged (`bench speed --help` prints
+the script's own help)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .cli_errors import CliError
+from .errors import CliError
 
 BENCHMARKS = {"speed": "CPU speed: taylorseer vs plain Inductor, diffusers' hooks, cache-dit",
               "quality": "quality of the forecast against full compute (trained digits model)"}
-CLONE_HINT = ("clone the repository and install it editable (pip install -e .): the benchmarks "
-              "are not part of the wheel")
+ENV = "TS_COMPILE_BENCHMARKS"
+CLONE_HINT = (f"run it from the root of a repository checkout (the benchmarks are not part of "
+              f"the package), or set ${ENV} to the checkout's benchmarks folder")
 
 
 def benchmarks_dir() -> str:
-    env = os.environ.get("TS_COMPILE_BENCHMARKS")
-    if env:
-        return env
-    package = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(package), "benchmarks")
+    """$TS_COMPILE_BENCHMARKS, else benchmarks/ of the current directory."""
+    return os.environ.get(ENV) or os.path.join(os.getcwd(), "benchmarks")
 
 
 def script_path(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .integrations.diffusers_inputs import flux_image_ids
+from ..integrations.diffusers_inputs import flux_image_ids
 
 SIZES: dict[str, dict[str, Any]] = {
     # tens of ms per step under Inductor on a 2-core CPU: 1024 image tokens (32x32) + 16 text.

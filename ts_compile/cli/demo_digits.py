@@ -1,7 +1,7 @@
 """The demo's digits: a trained FLUX-like digits checkpoint sampled with and without forecasting.
 
-The checkpoint folder (written by the quality benchmark's training, `benchmarks/checkpoints/
-flux_digits/`) holds
+The checkpoint folder (written by the quality benchmark's training into the repository's
+`benchmarks/checkpoints/flux_digits/`; given with `--checkpoint`) holds
 
     config.json + diffusion_pytorch_model.safetensors   FluxTransformer2DModel.save_pretrained
     conditioning.safetensors   encoder_hidden_states (11, T, joint_attention_dim) and
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from .cli_errors import CliError
-from .integrations.diffusers_inputs import flux_image_ids
+from ..integrations.diffusers_inputs import flux_image_ids
+from .errors import CliError
 
 FILES = ("config.json", "diffusion_pytorch_model.safetensors", "conditioning.safetensors",
          "sampler.json")
@@ -36,6 +36,7 @@ SAMPLER_KEYS = ("image_size", "patch", "in_channels", "shift", "num_steps", "gui
 NUM_CLASSES = 10
 UNCOND = 10
 ENV = "TS_COMPILE_CHECKPOINT"
+DEFAULT_CHECKPOINT = os.path.join("benchmarks", "checkpoints", "flux_digits")
 
 
 class CheckpointError(CliError):
@@ -43,8 +44,9 @@ class CheckpointError(CliError):
 
 
 def default_checkpoint() -> str:
-    package = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(package), "benchmarks", "checkpoints", "flux_digits")
+    """The checkpoint of a repository checkout, when the demo runs from its root (the package
+    does not look for its own checkout, and the 7 MB checkpoint is not part of it)."""
+    return os.path.join(os.getcwd(), DEFAULT_CHECKPOINT)
 
 
 def missing_files(path: str) -> list[str]:
@@ -206,82 +208,3 @@ def sample_digits(model: Callable, ckpt: DigitsCheckpoint, noise: torch.Tensor, 
             on_step(k + 1)
     low, high = (float(p) for p in ckpt.sampler["pixel_range"])
     return ((unpack(x, h, w) - low) / (high - low)).clamp(0, 1)
-
-
-# --- the picture -------------------------------------------------------------------------------
-
-# 3x5 glyphs: five rows of three, '#' = ink
-_FONT = {k: v.split() for k, v in {
-    "A": ".#. #.# ### #.# #.#", "B": "##. #.# ##. #.# ##.", "C": "### #.. #.. #.. ###",
-    "D": "##. #.# #.# #.# ##.", "E": "### #.. ### #.. ###", "F": "### #.. ### #.. #..",
-    "G": "### #.. #.# #.# ###", "H": "#.# #.# ### #.# #.#", "I": "### .#. .#. .#. ###",
-    "J": "..# ..# ..# #.# ###", "K": "#.# #.# ##. #.# #.#", "L": "#.. #.. #.. #.. ###",
-    "M": "#.# ### ### #.# #.#", "N": "##. #.# #.# #.# #.#", "O": "### #.# #.# #.# ###",
-    "P": "### #.# ### #.. #..", "Q": "### #.# #.# ### ..#", "R": "##. #.# ##. #.# #.#",
-    "S": "### #.. ### ..# ###", "T": "### .#. .#. .#. .#.", "U": "#.# #.# #.# #.# ###",
-    "V": "#.# #.# #.# #.# .#.", "W": "#.# #.# ### ### #.#", "X": "#.# #.# .#. #.# #.#",
-    "Y": "#.# #.# .#. .#. .#.", "Z": "### ..# .#. #.. ###",
-    "0": "### #.# #.# #.# ###", "1": ".#. ##. .#. .#. ###", "2": "### ..# ### #.. ###",
-    "3": "### ..# ### ..# ###", "4": "#.# #.# ### ..# ..#", "5": "### #.. ### ..# ###",
-    "6": "### #.. ### #.# ###", "7": "### ..# ..# ..# ..#", "8": "### #.# ### #.# ###",
-    "9": "### #.# ### ..# ###", "=": "... ### ... ### ...", " ": "... ... ... ... ...",
-    "(": ".#. #.. #.. #.. .#.", ")": ".#. ..# ..# ..# .#.", ",": "... ... ... .#. #..",
-    ".": "... ... ... ... .#.", "-": "... ... ### ... ...", "/": "..# ..# .#. #.. #..",
-    ":": "... .#. ... .#. ...",
-}.items()}
-
-
-def _glyph(ch: str) -> torch.Tensor:
-    rows = _FONT.get(ch.upper(), _FONT[" "])
-    return torch.tensor([[b == "#" for b in row] for row in rows], dtype=torch.float32)
-
-
-def text_bitmap(text: str, scale: int = 2) -> torch.Tensor:
-    """(5*scale, 4*scale*len) ink mask of `text` in a 3x5 pixel font."""
-    cols = []
-    for ch in text:
-        cols += [_glyph(ch), torch.zeros(5, 1)]
-    mask = torch.cat(cols, dim=1) if cols else torch.zeros(5, 1)
-    return mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-
-
-def digits_grid_image(panels: list[tuple[str, torch.Tensor]], per_class: int, pixels: int = 8,
-                      gap: int = 6, margin: int = 8) -> torch.Tensor:
-    """Labelled panels side by side, one per method: row = class, column = sample. uint8 RGB.
-
-    `panels`: (label, (10 * per_class, 1, H, W) images in [0, 1]) in class-major order. The
-    class of each row is written at the left.
-    """
-    label_h = 5 * 2 + 6
-    blocks = []
-    for label, images in panels:
-        n, _, h, w = images.shape
-        side_h, side_w = h * pixels, w * pixels
-        grid_w = per_class * side_w + (per_class - 1) * gap
-        grid_h = NUM_CLASSES * side_h + (NUM_CLASSES - 1) * gap
-        text = text_bitmap(label)
-        panel_w = max(grid_w, text.shape[1])
-        left = (panel_w - grid_w) // 2
-        canvas = torch.ones(label_h + grid_h, panel_w)
-        canvas[3:3 + text.shape[0], :text.shape[1]] = 1 - text
-        for i in range(n):
-            r, c = divmod(i, per_class)
-            big = images[i, 0].repeat_interleave(pixels, 0).repeat_interleave(pixels, 1)
-            y, x = label_h + r * (side_h + gap), left + c * (side_w + gap)
-            canvas[y:y + side_h, x:x + side_w] = 1 - big  # dark ink on white
-        blocks.append(canvas)
-    height = max(b.shape[0] for b in blocks)
-    side_h = panels[0][1].shape[2] * pixels
-    classes = torch.ones(height, 2 * 4 + 4)
-    for r in range(NUM_CLASSES):
-        digit = text_bitmap(str(r))
-        y = label_h + r * (side_h + gap) + (side_h - digit.shape[0]) // 2
-        classes[y:y + digit.shape[0], :digit.shape[1]] = 1 - digit
-    row = [classes]
-    for b in blocks:
-        pad = torch.ones(height - b.shape[0], b.shape[1])
-        row += [torch.cat([b, pad]), torch.ones(height, 3 * margin)]
-    image = torch.cat(row[:-1], dim=1)
-    image = torch.nn.functional.pad(image, (margin, margin, margin, margin), value=1.0)
-    rgb = image[..., None].expand(*image.shape, 3)
-    return (rgb * 255).round().to(torch.uint8)

@@ -23,14 +23,14 @@ from typing import Any, TextIO
 
 import torch
 
-from .cli_errors import CliError
-from .options import CUTS, MAX_ORDER, STATE_DTYPES, OptionError, TaylorSeerOptions
+from ..options import CUTS, MAX_ORDER, STATE_DTYPES, OptionError, TaylorSeerOptions
+from .errors import CliError
 
 LIVE_ROWS = 24  # more live outputs than this are grouped by block pattern unless --all
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
-    from .integrations.diffusers_inputs import MODEL_SPECS, PRESETS
+    from ..integrations.diffusers_inputs import MODEL_SPECS, PRESETS
 
     p = commands.add_parser(
         "explain", help="show the regions, cuts and Taylor state for a diffusers transformer",
@@ -119,7 +119,7 @@ def _resolve(args: argparse.Namespace):
     """(class name, config, size, what the config is) from the arguments."""
     import dataclasses
 
-    from .integrations.diffusers_inputs import MODEL_SPECS, PRESETS, ConfigError, model_class
+    from ..integrations.diffusers_inputs import MODEL_SPECS, PRESETS, ConfigError, model_class
 
     preset = PRESETS[args.preset] if args.preset else None
     cls_name = args.model_class
@@ -162,7 +162,7 @@ def _published_size(cls_name: str, config: dict[str, Any], fallback):
     """A typical size for a saved config: its sample_size, else the class's preset size."""
     import dataclasses
 
-    from .integrations.diffusers_inputs import PRESETS, VAE_FACTOR
+    from ..integrations.diffusers_inputs import PRESETS, VAE_FACTOR
 
     sample = config.get("sample_size")
     if isinstance(sample, int) and sample > 0:
@@ -231,7 +231,7 @@ def run_explain(args: argparse.Namespace, stream: TextIO | None = None) -> int:
     """Print the report; 0 when the pass applies, 1 when it does not (the reason is printed)."""
     from tabulate import tabulate
 
-    from .integrations.diffusers_inputs import ConfigError, build_model, example_inputs, tokens
+    from ..integrations.diffusers_inputs import ConfigError, build_model, example_inputs, tokens
 
     out = stream if stream is not None else sys.stdout
     cut = _cut_value(args.cut)
@@ -309,7 +309,7 @@ def run_explain(args: argparse.Namespace, stream: TextIO | None = None) -> int:
                      sum(len(r.regions) for r in rs), sum(len(r.live_outputs) for r in rs),
                      f"{total:,}", fmt_bytes(total)])
     print(f"\nTaylor state by cut (order {settings.order}, {settings.state_dtype}):", file=out)
-    print(tabulate(rows, headers=["cut", "regions", "live outputs", "state bytes", ""],
+    print(tabulate(rows, headers=["cut", "regions", "live outputs", "state bytes", "size"],
                    tablefmt="simple", disable_numparse=True,
                    colalign=("left", "right", "right", "right", "right")), file=out)
     print(f"({time.perf_counter() - began:.1f} s; python -m ts_compile explain --help for "

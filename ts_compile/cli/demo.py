@@ -10,14 +10,16 @@ The same rectified-flow Euler sampler (sigma linear from 1 to 0, fixed noise) ru
 Every compiled variant is warmed up with one full generation (its compile time is that
 generation's wall time minus the median timed one's); then all four are timed over fresh
 generations, round-robin so that a change in machine load hits them alike, median of 3 each.
-Errors are of the final latents against the eager ones. A PNG shows the final latents side by side.
+Errors are of the final latents against the eager ones. A PNG shows the final latents side by
+side, with the difference maps on one colour scale (`images.py`).
 
-With a trained digits checkpoint (`benchmarks/checkpoints/flux_digits/`, written by the quality
-benchmark's training; `--checkpoint PATH` or $TS_COMPILE_CHECKPOINT names another), the demo also
-samples a grid of digits (2 per class, same noise) with full compute, taylorseer and FORA and the
-PNG shows the three grids side by side (`ts_compile/demo_digits.py`); the latents picture then goes
-to `<out>_latents.png`. The timings stay on the random model: the 8x8 digits model is too small
-for a timing to mean anything (a step is mostly Python and framework overhead).
+With a trained digits checkpoint (`--checkpoint PATH`, $TS_COMPILE_CHECKPOINT, or
+`benchmarks/checkpoints/flux_digits/` when run from the root of a repository checkout: the
+quality benchmark's training writes it), the demo also samples a grid of digits (2 per class, same
+noise) with full compute, taylorseer and FORA and the PNG shows the three grids side by side
+(`demo_digits.py`); the latents picture then goes to `<out>_latents.png`. The timings stay on the
+random model: the 8x8 digits model is too small for a timing to mean anything (a step is mostly
+Python and framework overhead).
 
 CPU timings of small models are sensitive to other load: OpenMP threads spin-wait, so a busy
 machine can slow a multi-threaded run tenfold. `OMP_NUM_THREADS=1` gives steadier numbers there.
@@ -28,29 +30,26 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import torch
 
-from .api import reset, stats
-from .demo_digits import (CheckpointError, digits_grid_image, initial_noise, load_checkpoint,
-                          resolve_checkpoint, sample_digits)
-from .options import TaylorSeerOptions
-from .schedule import computed_steps, flops_speedup
+from ..api import reset, stats
+from ..options import TaylorSeerOptions
+from ..schedule import computed_steps, flops_speedup
+from .demo_digits import (CheckpointError, initial_noise, load_checkpoint, resolve_checkpoint,
+                          sample_digits)
+from .images import digits_figure, latents_figure
 from .toy_models import SIZES, sigma_schedule, tiny_flux
 
-__all__ = ["CheckpointError", "resolve_checkpoint", "run_demo", "write_png"]
+__all__ = ["CheckpointError", "resolve_checkpoint", "run_demo"]
 
 REPEATS = 3
 DEFAULT_STEPS = 50
 DIGITS_PER_CLASS = 2
-PANEL_PIXELS = 192  # each panel is upscaled (nearest neighbour) to about this many pixels a side
-GAP = 4
 
 
 # --- the sampler ------------------------------------------------------------------------------
@@ -95,66 +94,6 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._last = 0
-
-
-# --- the PNG ----------------------------------------------------------------------------------
-
-def write_png(path: str, width: int, height: int, rgb: bytes) -> None:
-    """Write an 8-bit RGB PNG; `rgb` is `height` rows of `width` RGB triples."""
-    if len(rgb) != width * height * 3:
-        raise ValueError(f"expected {width * height * 3} bytes of RGB, got {len(rgb)}")
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    stride = width * 3
-    raw = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bit, RGB, no interlace
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
-def _latent_rgb(latents: torch.Tensor, grid: int, low: torch.Tensor, high: torch.Tensor
-                ) -> torch.Tensor:
-    """(1, grid*grid, C) latents -> (grid, grid, 3) in [0, 1]: the first 3 channels."""
-    img = latents[0, :, :3].reshape(grid, grid, 3)
-    return ((img - low) / (high - low).clamp_min(1e-12)).clamp(0, 1)
-
-
-def _heat(diff: torch.Tensor, scale: float) -> torch.Tensor:
-    """(grid, grid) |diff| -> (grid, grid, 3): black -> red -> yellow -> white at `scale`."""
-    v = (diff / max(scale, 1e-12)).clamp(0, 1) * 3
-    return torch.stack([v.clamp(0, 1), (v - 1).clamp(0, 1), (v - 2).clamp(0, 1)], dim=-1)
-
-
-def comparison_image(reference: torch.Tensor, taylorseer: torch.Tensor, fora: torch.Tensor,
-                     grid: int) -> tuple[torch.Tensor, float]:
-    """Panels full | taylorseer | FORA | |taylorseer - full| | |FORA - full| as (H, W, 3) uint8.
-
-    The latent panels share the reference's per-channel range; both diff maps (mean |diff| over
-    all channels) share one scale, the larger of their maxima, which is returned.
-    """
-    flat = reference[0, :, :3]
-    low, high = flat.amin(dim=0), flat.amax(dim=0)
-    diffs = [(x - reference)[0].abs().mean(dim=-1).reshape(grid, grid) for x in (taylorseer, fora)]
-    scale = max(float(d.max()) for d in diffs)
-    panels = [_latent_rgb(x, grid, low, high) for x in (reference, taylorseer, fora)]
-    panels += [_heat(d, scale) for d in diffs]
-    factor = max(1, PANEL_PIXELS // grid)
-    side = grid * factor
-    gap = torch.ones(side, GAP, 3)
-    row: list[torch.Tensor] = []
-    for panel in panels:
-        big = panel.repeat_interleave(factor, dim=0).repeat_interleave(factor, dim=1)
-        row += [big, gap]
-    image = torch.cat(row[:-1], dim=1)
-    border = torch.ones(GAP, image.shape[1], 3)
-    image = torch.cat([border, image, border], dim=0)
-    side_border = torch.ones(image.shape[0], GAP, 3)
-    image = torch.cat([side_border, image, side_border], dim=1)
-    return (image * 255).round().to(torch.uint8), scale
 
 
 # --- the demo ---------------------------------------------------------------------------------
@@ -306,11 +245,11 @@ def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "
         latents_png = f"{root}_latents{ext or '.png'}"
         rows += _run_digits(ckpt, digits_steps or ckpt.num_steps, ts_options, fora_options,
                             bar, out, out_png)
-    image, scale = comparison_image(reference, methods[2].latents, methods[3].latents, grid)
-    write_png(latents_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    image, scale = latents_figure(reference, methods[2].latents, methods[3].latents, grid)
+    image.save(latents_png, format="PNG")
     print(f"wrote {latents_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
           f"full compute | taylorseer | FORA | |taylorseer - full| | |FORA - full| "
-          f"(diff maps: mean |diff| over channels, white = {scale:.3g})", file=out)
+          f"(diff maps: mean |diff| over channels, colour bar 0 to {scale:.3g})", file=out)
     print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
     out.flush()
     return rows
@@ -378,10 +317,10 @@ def _run_digits(ckpt, steps: int, ts_options: TaylorSeerOptions, fora_options: T
                             "max abs err", "mean abs err"],
                    disable_numparse=True, colalign=("left", "right", "right", "right", "right")),
           file=out)
-    labels = ["FULL COMPUTE", f"TAYLORSEER N={ts_options.interval} O={ts_options.order}",
+    titles = ["full compute", f"TaylorSeer N={ts_options.interval} O={ts_options.order}",
               f"FORA N={fora_options.interval}"]
-    image = digits_grid_image(list(zip(labels, (r["images"] for r in rows))), per_class)
-    write_png(out_png, image.shape[1], image.shape[0], bytes(image.flatten().tolist()))
+    digits_figure(list(zip(titles, (r["images"] for r in rows))), per_class).save(out_png,
+                                                                                 format="PNG")
     print(f"wrote {out_png}: digit grids full compute | taylorseer | FORA (row = class 0..9, "
           f"{per_class} samples each, same noise; {time.perf_counter() - began:.1f} s)", file=out)
     return rows
