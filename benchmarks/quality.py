@@ -1,4 +1,4 @@
-"""Quality benchmark (issue #4): TaylorSeer, FORA, fewer steps and diffusers' hooks on two models
+"""Quality benchmark: TaylorSeer, FORA, fewer steps and diffusers' hooks on two models
 trained here on scikit-learn's digits, against full compute; tables and figures in docs/quality.md.
 
     python benchmarks/quality.py                      # the whole table (both models; long)
