@@ -549,7 +549,7 @@ def _probe(run: Callable, name: str, specs: list[InputSpec], device: torch.devic
         try:
             run(inputs)
         except RuntimeError as err:
-            # torch >= 2.10 puts the failed check in the exception; 2.9 prints it on stderr only.
+            # torch 2.13 puts the failed check in the exception; 2.9 and 2.11 print it on stderr only.
             found = re.search(r"input_handles\[(\d+)\]: ([^\n]*)", f"{err}\n{native_output()}")
             if found and int(found.group(1)) < len(specs):
                 spec = specs[int(found.group(1))]
