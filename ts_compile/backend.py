@@ -234,8 +234,11 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
         return _plain(gm, example_inputs, settings, controller,
                       "grad is enabled (TaylorSeer is for inference: wrap the loop in "
                       "torch.no_grad() or torch.inference_mode())")
-    module = _module_being_compiled()
-    model = model_of_running_call() or module
+    own = _module_being_compiled()
+    model = model_of_running_call() or own
+    # A frame with no module of its own (a hook's wrapper around the forward, as diffusers'
+    # context-parallel hooks add) is the model's call, not one block's.
+    module = own or model
     try:
         block_lists, whole = _block_stack_of_frame(model, module)
         graphs = build_graphs(gm, settings, block_lists, whole)
@@ -258,7 +261,4 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
         latent_index=input_index(graphs, example_inputs, _latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
-        # A frame with no module of its own (a hook's wrapper around the model's forward, as
-        # diffusers' context-parallel hooks add) is the model's call, not one block's.
-        instance_index=None if module is None or module is model
-        else _parameter_input_index(graphs))
+        instance_index=None if module is model else _parameter_input_index(graphs))
