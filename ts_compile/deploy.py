@@ -141,50 +141,44 @@ def _leaf_name(key_path) -> str:
     return f"args[{match.group(1)}]{match.group(2)}" if match else text
 
 
-def _tensor_input_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
-                        flat: Sequence[Any], name: str | None) -> int | None:
-    """Position among the tensor inputs (the programs' input order) of the forward argument
-    `name`; None when the call passes no tensor under that name."""
-    if name is None:
-        return None
+def _tensor_positions(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
+                      flat: Sequence[Any]) -> dict[str, int]:
+    """Forward argument name -> position among the tensor inputs (the programs' input order),
+    for the arguments the call passes as tensors."""
     try:
-        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
+        bound = dict(inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments)
     except TypeError:
-        bound = dict(kwargs)
-    value = bound.get(name, kwargs.get(name))
-    if not isinstance(value, torch.Tensor):
-        return None
-    tensors = [v for v in flat if isinstance(v, torch.Tensor)]
-    return next(i for i, v in enumerate(tensors) if v is value)
+        bound = {}
+    bound = {**kwargs, **bound}
+    position: dict[int, int] = {}
+    for i, value in enumerate(v for v in flat if isinstance(v, torch.Tensor)):
+        position.setdefault(id(value), i)  # a tensor passed twice: its first position
+    return {name: position[id(value)] for name, value in bound.items()
+            if isinstance(value, torch.Tensor) and id(value) in position}
 
 
-def _time_tensor_index(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
-                       flat: Sequence[Any], settings: TaylorSeerOptions) -> int | None:
+def _time_tensor_index(positions: Mapping[str, int], settings: TaylorSeerOptions) -> int | None:
     """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
     if settings.time == "step":
         return None
-    index = _tensor_input_index(model, args, kwargs, flat, settings.time_input)
-    if index is None:
+    if settings.time_input not in positions:
         raise ArtefactError(
             f"ts_compile.export: option time={settings.time!r} reads the argument "
             f"{settings.time_input!r}, which the call does not pass as a tensor; pass the time "
             "as a tensor, set time_input to the argument's name, or use time='step'.")
-    return index
+    return positions[settings.time_input]
 
 
-def _placement_indices(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any],
-                       flat: Sequence[Any], settings: TaylorSeerOptions) -> dict[str, int | None]:
+def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
+                       settings: TaylorSeerOptions) -> dict[str, int | None]:
     """The inputs the runner places calls by, as the Dynamo path does (stepping.py): the latent
     (the forward's first argument: a second call with the very same tensor is another branch of
     the step) and the clock (a time input going back up starts a new generation)."""
-    parameters = [p for p in inspect.signature(model.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    latent = _tensor_input_index(model, args, kwargs, flat,
-                                 parameters[0].name if parameters else None)
-    clock = next((index for name in (settings.time_input, *TIME_INPUT_NAMES)
-                  if (index := _tensor_input_index(model, args, kwargs, flat, name)) is not None),
-                 None)
-    return {"latent_tensor_index": latent, "clock_tensor_index": clock}
+    first = next((p.name for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
+    clock = next((positions[name] for name in (settings.time_input, *TIME_INPUT_NAMES)
+                  if name in positions), None)
+    return {"latent_tensor_index": positions.get(first), "clock_tensor_index": clock}
 
 
 def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -278,8 +272,9 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
                             f"program: {in_spec})")
     flat = [value for _, value in flat_with_paths]
     leaves = _describe_leaves(flat_with_paths)
-    time_index = _time_tensor_index(model, tuple(args), kwargs, flat, settings)
-    placement = _placement_indices(model, tuple(args), kwargs, flat, settings)
+    positions = _tensor_positions(model, tuple(args), kwargs, flat)
+    time_index = _time_tensor_index(positions, settings)
+    placement = _placement_indices(model, positions, settings)
     try:
         graphs = build_graphs(gm, settings, declared_block_lists(model))
     except NotApplicable as err:
