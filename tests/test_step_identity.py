@@ -273,11 +273,26 @@ def test_threads_keep_their_own_generation():
 # ------------------------------------------------------------------------------------------
 # row 5: an exception while Dynamo retraces (not inside a compiled graph)
 # ------------------------------------------------------------------------------------------
-def test_exception_during_a_retrace_resets_the_generation():
+def _interruptible():
     model = build_model(SPEC)
     x = make_inputs(SPEC)
-    compiled = compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP)
+    return model, x, compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP)
+
+
+def _assert_a_fresh_generation(compiled, model, x, rest):
+    """After the interruption the calls at times `rest` are a new generation (a fresh reference
+    from its first step), and stats counted one interruption."""
     ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER, official_schedule(WARMUP, INTERVAL))
+    with torch.no_grad():
+        for step, t in enumerate(rest):
+            t = torch.tensor(t)
+            torch.testing.assert_close(compiled(x, t), ref(x, t), **TOL,
+                                       msg=lambda m: f"step {step}: {m}")
+    assert ts_compile.stats(compiled)["interrupted"] == 1
+
+
+def test_exception_during_a_retrace_resets_the_generation():
+    model, x, compiled = _interruptible()
     with torch.no_grad():
         for t in times(10)[:5]:
             compiled(x, torch.tensor(t))
@@ -285,29 +300,18 @@ def test_exception_during_a_retrace_resets_the_generation():
         with pytest.raises(Exception) as info:
             compiled(bad, torch.tensor(0.4))
         assert "GraphRuntime" not in "".join(str(f) for f in info.traceback)
-        # The next generation, no reset, the same times as the cut one (no time went back):
-        for step, t in enumerate(times(10)[5:]):
-            t = torch.tensor(t)
-            torch.testing.assert_close(compiled(x, t), ref(x, t), **TOL,
-                                       msg=lambda m: f"step {step}: {m}")
-    assert ts_compile.stats(compiled)["interrupted"] == 1
+    # The next generation, no reset, the same times as the cut one (no time went back):
+    _assert_a_fresh_generation(compiled, model, x, times(10)[5:])
 
 
 def test_exception_between_steps_inside_a_generation_block_resets():
-    model = build_model(SPEC)
-    x = make_inputs(SPEC)
-    compiled = compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP)
-    ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER, official_schedule(WARMUP, INTERVAL))
+    model, x, compiled = _interruptible()
     with torch.no_grad():
         with pytest.raises(KeyError), ts_compile.generation(compiled):
             for t in times(10)[:4]:
                 compiled(x, torch.tensor(t))
             raise KeyError("the user's loop")
-        for step, t in enumerate(times(10)[4:]):
-            t = torch.tensor(t)
-            torch.testing.assert_close(compiled(x, t), ref(x, t), **TOL,
-                                       msg=lambda m: f"step {step}: {m}")
-    assert ts_compile.stats(compiled)["interrupted"] == 1
+    _assert_a_fresh_generation(compiled, model, x, times(10)[4:])
 
 
 # ------------------------------------------------------------------------------------------
