@@ -60,8 +60,9 @@ def keep_parameter_guards(entries):
             for e in entries]
 
 
-def _settings(levers: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(options for the taylorseer compile, the options the floor's plain compile shares)."""
+def _settings(levers: list[str]) -> dict[str, Any]:
+    """The torch.compile options of both models (the taylorseer one adds its own); Dynamo config
+    levers are set here, process-wide."""
     shared: dict[str, Any] = {}
     if "skip-module-guards" in levers:
         shared["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
@@ -75,10 +76,10 @@ def _settings(levers: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         torch._dynamo.config.use_recursive_dict_tags_for_guards = True
     if "free-tensors" in levers:
         torch._dynamo.config.install_free_tensors = True
-    return shared, shared
+    return shared
 
 
-def measure(variant: str, size: str, repeats: int) -> dict[str, Any]:
+def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, Any]:
     import speed
     import ts_compile
     from ts_compile.api import controller_of
@@ -86,16 +87,13 @@ def measure(variant: str, size: str, repeats: int) -> dict[str, Any]:
     from ts_compile.schedule import computed_steps
 
     levers = variant.split("+")
-    shared, floor_options = _settings(levers)
+    shared = _settings(levers)
     schedule = speed.diffusers_schedule(STEPS, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
     model, noise, inputs = speed.build_model(size)
     compiled = torch.compile(model, backend="taylorseer", options={
-        "schedule": schedule, "order": 2, "num_steps": STEPS, **shared})
-    floor = speed.non_block_floor_row(size, STEPS, "inductor").call
-    if floor_options:  # the floor under the same variant
-        bare = floor._orig_mod if hasattr(floor, "_orig_mod") else None
-        if bare is not None:
-            floor = torch.compile(bare, backend="inductor", options=dict(floor_options))
+        "schedule": schedule, "order": 2, "num_steps": STEPS, "compiler": compiler, **shared})
+    floor = torch.compile(speed.non_block_model(size), backend=compiler,
+                          options=dict(shared) or None)  # under the same variant
     computed = set(computed_steps(TaylorSeerOptions(schedule=schedule, num_steps=STEPS), STEPS))
     forecast, non_block = [], []
     with torch.no_grad():
@@ -161,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", help="tiny or cpu (benchmarks/speed.py sizes)")
     parser.add_argument("--repeats", type=int, default=5, help="timed generations per model (5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument("--compiler", default="inductor", choices=("inductor", "eager"),
+                        help="inner compiler of both models (eager: for the tests)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -169,18 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown lever(s) {', '.join(bad)}; levers are {', '.join(LEVERS)}")
     torch.set_num_threads(args.threads)
     if args.one is not None:
-        print("RESULT " + json.dumps(measure(args.one, args.size, args.repeats)))
+        print("RESULT " + json.dumps(measure(args.one, args.size, args.repeats, args.compiler)))
         return 0
     from tabulate import tabulate
 
     cache = tempfile.mkdtemp(prefix="ts_overhead_inductor_")  # one cache: compiles once per graph
-    print(f"torch {torch.__version__}, --size {args.size}, {args.threads} thread(s), "
+    print(f"torch {torch.__version__}, --size {args.size}, --compiler {args.compiler}, "
+          f"{args.threads} thread(s), "
           f"{args.repeats} generations of {STEPS} steps per model, diffusers' schedule (13/50); "
           f"load average before {os.getloadavg()[0]:.2f}")
     rows = []
     for variant in variants:
         cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--size", args.size,
-               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+               "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--compiler", args.compiler]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache))
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

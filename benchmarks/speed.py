@@ -262,11 +262,18 @@ def non_block_floor_row(size: str, steps: int, compiler: str) -> Row:
     """The method's floor for a forecast step: the same model with its block lists emptied
     (embedders, norm_out, proj_out), compiled the same way and timed in the same round-robin.
     Its output is not the model's; only its step time is used."""
-    bare = build_model(size)[0]  # a fresh copy (a compiled model does not deepcopy)
+    return Row(FLOOR_ROW, f"non-block step ({compiler})",
+               compile_isolated(non_block_model(size), backend=compiler),
+               list(range(steps)), compiled=True, kind="floor")
+
+
+def non_block_model(size: str) -> torch.nn.Module:
+    """The benchmark model with both block lists emptied (a fresh copy: a compiled model does
+    not deepcopy)."""
+    bare = build_model(size)[0]
     bare.transformer_blocks = torch.nn.ModuleList()
     bare.single_transformer_blocks = torch.nn.ModuleList()
-    return Row(FLOOR_ROW, f"non-block step ({compiler})", compile_isolated(bare, backend=compiler),
-               list(range(steps)), compiled=True, kind="floor")
+    return bare
 
 
 def floor_bound(row: Row, full_step: float, non_block_step: float, steps: int) -> float | None:

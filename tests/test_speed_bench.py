@@ -94,3 +94,30 @@ def test_forecast_step_script_runs_with_and_without_the_count(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--size", "test", "--compiler", "eager", "--repeat", "20"]) == 0
     assert "as shipped: forecast graph alone ms" in capsys.readouterr().out
+
+
+def test_call_overhead_table_has_a_row_per_variant(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--variants", "default,skip-module-guards", "--compiler", "eager",
+                        "--repeats", "1"]) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    rows.pop("variant")  # the header
+    assert set(rows) == {"default", "skip-module-guards"}, rows
+    for cells in rows.values():
+        forecast, graph, stubs, non_block, ratio = map(float, cells[1:6])
+        assert forecast > graph > 0 and stubs > 0 and non_block > 0, cells
+        assert abs(ratio - forecast / non_block) < 0.02 * ratio, cells
+        assert cells[6] == "0", cells  # no recompiles
+
+
+def test_call_overhead_refuses_an_unknown_lever():
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--variants", "default,skip-guards"])
+    assert exit_info.value.code == 2
