@@ -99,3 +99,96 @@ def test_module_attribute_edits_are_what_the_filter_gives_up(filtered):
         torch.testing.assert_close(got, want / 2.0, rtol=0, atol=0)
     else:  # the default guards see the edit and recompile
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ts_compile.skip_module_guards: the same guards dropped, the module tree checked per generation.
+
+OURS = ts_compile.skip_module_guards
+
+
+def test_ours_forecasts_equal_the_reference_and_a_quiet_model_never_trips_the_check():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    for _ in range(3):  # later generations compare the model with the snapshot
+        _generation(compiled, reference, make_inputs(SPEC))
+    stats = ts_compile.stats(compiled)
+    assert stats["forecast_steps"] > 0 and stats["recompiles"] == 0
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype"])
+def test_ours_still_recompiles_for_changed_inputs(change):
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    x = make_inputs(SPEC)
+    _generation(compiled, reference, x)
+    if change == "shape":
+        x = make_inputs(SPEC, batch=3, tokens=5)
+    else:  # the model and its inputs in float64: the inputs' guards recompile
+        model.double()
+        x = x.double()
+    before = ts_compile.stats(compiled)["recompiles"]
+    _generation(compiled, reference, x)
+    assert ts_compile.stats(compiled)["recompiles"] == before + 1
+
+
+def test_ours_refuses_parameters_whose_dtype_changed_under_unchanged_inputs():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        compiled(x, t)
+        ts_compile.reset(compiled)
+        model.double()  # float32 inputs still match the graph's guards
+        with pytest.raises(ts_compile.ModelEditedError, match=r"_parameters\['weight'\] layout"):
+            compiled(x, t)
+
+
+@pytest.mark.parametrize("edit", ["attribute", "submodule", "parameter", "hook"])
+def test_ours_refuses_a_model_edited_between_generations(edit):
+    model = _Scaled()
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        for _ in range(4):
+            compiled(x, t)
+        ts_compile.reset(compiled)
+        if edit == "attribute":
+            model.scale = 2.0
+            needle = r"the model\.scale: 1\.0 -> 2\.0"
+        elif edit == "submodule":
+            model.inner.post = torch.nn.Linear(SPEC.width, SPEC.width)
+            needle = r"inner\._modules\['post'\]: a Linear -> another Linear\)"
+        elif edit == "parameter":
+            model.inner.post.weight = torch.nn.Parameter(model.inner.post.weight.detach().clone())
+            needle = r"inner\.post\._parameters\['weight'\]: a tensor \(8, 8\) torch.float32 -> another"
+        else:
+            model.inner.register_forward_hook(lambda module, args, out: out * 2)
+            needle = r"inner\._forward_hooks count: 0 -> 1"
+        with pytest.raises(ts_compile.ModelEditedError, match=needle) as error:
+            compiled(x, t)
+    assert "torch._dynamo.reset()" in str(error.value)
+
+
+def test_ours_keeps_every_guard_of_a_plain_compile():
+    """A graph the backend compiled plainly (grad enabled) has no per-generation check: the
+    module guards stay, and an edit recompiles as without the filter."""
+    model = _Scaled()
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with pytest.warns(UserWarning, match="grad is enabled"):
+        compiled(x, t)
+    model.scale = 3.0
+    torch.testing.assert_close(compiled(x, t), model(x, t), rtol=0, atol=0)
+
+
+def test_ours_refuses_a_second_instance_sharing_the_graph():
+    first, second = build_model(SPEC), build_model(SPEC)
+    a = compile_ts(first, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    b = compile_ts(second, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        a(x, t)
+        with pytest.raises(ts_compile.ModelEditedError, match="another model instance"):
+            b(x, t)

@@ -25,6 +25,7 @@ from torch._dynamo.exc import ShortenTraceback
 from ._compat import source_name
 from .compile_calls import controller_for_current_compile, model_of_running_call
 from .integrations import attach_to_diffusers_model
+from .module_guards import compiled_now
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, block_of, build_graphs, declared_block_lists
 from .runtime import GraphRuntime
@@ -207,6 +208,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
 def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str) -> Callable:
     controller.warn_once(f"{reason}; compiling without TaylorSeer (every step computes).")
     controller.fallbacks.append(reason)
+    compiled_now(None, None)
     return compile_graph(gm, example_inputs, options)
 
 
@@ -256,9 +258,11 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
     attach_to_diffusers_model(module, controller)
-    return GraphRuntime.for_graphs(
+    runtime = GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
         latent_index=input_index(graphs, example_inputs, _latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))
+    compiled_now(runtime, model)  # for module_guards.skip_module_guards, if the user passed it
+    return runtime
