@@ -1,0 +1,96 @@
+"""Docs that cannot drift: design.md's graph listings are today's graphs, and the README's layout
+section names what the tree holds."""
+
+import difflib
+import fnmatch
+import importlib.util
+import os
+import re
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_design_listings_are_todays_graphs():
+    listings = _script("design_listings")
+    if not torch.__version__.startswith(listings.LISTINGS_TORCH):
+        pytest.skip(f"the listings are torch {listings.LISTINGS_TORCH}'s printout")
+    with open(listings.DESIGN, encoding="utf-8") as f:
+        text = f.read()
+    rendered = listings.render(text, listings.listings())
+    diff = "\n".join(list(difflib.unified_diff(text.splitlines(), rendered.splitlines(),
+                                               "docs/design.md", "regenerated", lineterm=""))[:30])
+    assert rendered == text, ("docs/design.md's graph listings differ from today's graphs: run "
+                              "`PYTHONPATH=$PWD python scripts/design_listings.py` and commit\n"
+                              + diff)
+
+
+def test_design_listings_render_only_between_their_markers():
+    listings = _script("design_listings")
+    text = "a\n<!-- listing:x -->\nold\n<!-- /listing:x -->\nb\n"
+    assert listings.render(text, {"x": "new\n"}) == "a\n<!-- listing:x -->\nnew\n<!-- /listing:x -->\nb\n"
+    with pytest.raises(KeyError, match="no markers"):
+        listings.render(text, {"x": "new\n", "y": "more\n"})
+
+
+def _layout() -> dict[str, str]:
+    """README's layout block: entry folder -> its text."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    folder = None
+    for line in block.splitlines():
+        match = re.match(r"^(\S+/)\s+(.*)$", line)
+        if match:
+            folder = match.group(1)
+            entries[folder] = match.group(2)
+        elif folder is not None:
+            entries[folder] += " " + line.strip()
+    return entries
+
+
+def _exists(folder: str, name: str) -> bool:
+    """`name` under the entry's folder, or (`docs/design.md`, `benchmarks/`) under the root."""
+    for base in (os.path.join(ROOT, folder), ROOT):
+        head, pattern = os.path.split(os.path.join(base, name.rstrip("/")))
+        if os.path.isdir(head) and any(fnmatch.fnmatch(e, pattern) for e in os.listdir(head)):
+            return True
+    return False
+
+
+def test_readme_layout_names_only_paths_that_exist():
+    entries = _layout()
+    assert {"ts_compile/", "ts_compile/passes/", "tests/", "docs/"} <= set(entries)
+    missing = []
+    for folder, text in entries.items():
+        assert os.path.isdir(os.path.join(ROOT, folder)), folder
+        names = re.findall(r"(?<![\w./-])([\w*]+(?:/[\w*]+)*(?:\.py|\.md|\.sh|/(?=[\s,)]|$)))", text)
+        for name in names:
+            if not _exists(folder, name):
+                missing.append(f"{folder}{name}")
+    assert not missing, f"README's layout names paths that do not exist: {missing}"
+
+
+def test_readme_layout_names_every_module_of_the_package():
+    entries = _layout()
+    unnamed = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "ts_compile")):
+        relative = os.path.relpath(folder, ROOT).replace(os.sep, "/") + "/"
+        if "__pycache__" in relative:
+            continue
+        text = entries.get(relative, "")
+        for name in files:
+            if name.endswith(".py") and name != "__init__.py" and not re.search(
+                    rf"(?<![\w.]){re.escape(name)}", text):
+                unnamed.append(relative + name)
+    assert not unnamed, f"README's layout does not name: {unnamed}"
