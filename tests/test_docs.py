@@ -6,6 +6,7 @@ import fnmatch
 import importlib.util
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -94,3 +96,35 @@ def test_readme_layout_names_every_module_of_the_package():
                     rf"(?<![\w.]){re.escape(name)}", text):
                 unnamed.append(relative + name)
     assert not unnamed, f"README's layout does not name: {unnamed}"
+
+
+def test_package_picture_reads_internal_imports_from_the_ast(tmp_path):
+    picture = _script("package_picture")
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from .a import f\n",
+        "a.py": "import os\nimport pkg.b\nfrom . import c\n",
+        "b.py": "def g():\n    from .sub import d\n",
+        "c.py": "from pkg.a import f\n",  # a -> c -> a: a cycle
+        "sub/__init__.py": "",
+        "sub/d.py": "from .. import sub\nfrom . import e\nfrom torch import nn\n",
+        "sub/e.py": "",
+    }
+    for name, text in files.items():
+        (package / name).write_text(text)
+    modules = picture.find_modules(str(tmp_path), "pkg")
+    assert set(modules) == {"__init__", "a", "b", "c", "sub", "sub.d", "sub.e"}
+    imports = {(i.source, i.target): i.lazy for i in picture.find_imports(modules, "pkg")}
+    assert imports == {("__init__", "a"): False, ("a", "b"): False, ("a", "c"): False,
+                       ("b", "sub.d"): True, ("c", "a"): False, ("sub.d", "sub"): False,
+                       ("sub.d", "sub.e"): False}
+    level, back = picture.levels(modules, picture.find_imports(modules, "pkg"))
+    assert len(back) == 1 and back <= {("a", "c"), ("c", "a")}
+    assert level["sub.e"] == 0 and level["a"] > level["b"] > level["sub.d"] > level["sub.e"]
+    out = tmp_path / "picture.png"
+    assert picture.main([str(tmp_path), str(out), "--package", "pkg"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size[0] > 400 and image.size[1] > 200
