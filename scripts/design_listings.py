@@ -23,7 +23,8 @@ LISTINGS_TORCH = "2.13"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESIGN = os.path.join(ROOT, "docs", "design.md")
 
-_PARAM = re.compile(r"\b[lL]_self_modules_\w+?_parameters_(?:weight|bias)_\b(?:: \"[^\"]*\"| : [\w.]+)?")
+_PARAM = re.compile(  # a parameter's placeholder name, with its annotation if any
+    r"\b[lL]_self_modules_\w+?_parameters_(?:weight|bias)_\b(?:: \"[^\"]*\"| : [\w.]+)?")
 _ELIDED_RUN = re.compile(r"…(?:, …)+")
 _FREES = re.compile(r";  [\w =]+ = None$")
 _ALIAS = re.compile(r"^\s*(\w+) = ([lL]_\w+)$")

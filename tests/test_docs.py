@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    path = os.path.join(ROOT, "scripts", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -39,7 +40,8 @@ def test_design_listings_are_todays_graphs():
 def test_design_listings_render_only_between_their_markers():
     listings = _script("design_listings")
     text = "a\n<!-- listing:x -->\nold\n<!-- /listing:x -->\nb\n"
-    assert listings.render(text, {"x": "new\n"}) == "a\n<!-- listing:x -->\nnew\n<!-- /listing:x -->\nb\n"
+    rendered = listings.render(text, {"x": "new\n"})
+    assert rendered == "a\n<!-- listing:x -->\nnew\n<!-- /listing:x -->\nb\n"
     with pytest.raises(KeyError, match="no markers"):
         listings.render(text, {"x": "new\n", "y": "more\n"})
 

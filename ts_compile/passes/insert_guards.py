@@ -148,7 +148,8 @@ class _StateInputs:
     specs: list[TableSpec]  # one per live output, in table order
 
 
-def _table_rows(graph: fx.Graph, out: fx.Node, name: str, settings: TaylorSeerOptions) -> list[fx.Node]:
+def _table_rows(graph: fx.Graph, out: fx.Node, name: str,
+                settings: TaylorSeerOptions) -> list[fx.Node]:
     """`order + 1` row placeholders `{name}_{i}` shaped like `out`, in the state dtype."""
     value = example_value(out)
     rows = []
@@ -177,7 +178,8 @@ def _add_state_inputs(graph: fx.Graph, regions: list[Region], settings: TaylorSe
                 if region.live[k]:
                     tables[-1].append(_table_rows(graph, out, f"ts_table_{r}_{k}", settings))
                     value = example_value(out)
-                    specs.append(TableSpec(region.name, k, out.name, tuple(value.shape), value.dtype))
+                    specs.append(TableSpec(region.name, k, out.name, tuple(value.shape),
+                                           value.dtype))
     # Placeholders were inserted in reverse order; put them back in a stable order.
     anchor = last_input
     for node in [row for ts in tables for rows in ts for row in rows] + [scalars, pred]:
