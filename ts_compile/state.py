@@ -13,7 +13,7 @@ import sympy
 import torch
 
 from .passes import TaylorSeerGraphs
-from .passes.regions import example_value
+from .analysis.regions import example_value
 from .taylor import host_scalars_length, nonfinite_slots, scalars_length
 
 
