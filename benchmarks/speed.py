@@ -17,6 +17,8 @@ Rows (--rows, comma-separated; the plain Inductor baseline is always added):
   eager, inductor                          no cache
   ts-N{3,4,5,6}-o{1,2}-{block,paper}       backend="taylorseer", interval N, warm-up 3
   ts-dsched-o2-block                       backend="taylorseer" on diffusers' schedule (13/50)
+  ts-dsched-o2-block-mg                    the same with guard_filter_fn=ts_compile.skip_module_guards
+                                           (Dynamo's module guards checked once per generation)
   diffusers-eager, diffusers-compiled      TaylorSeerCacheConfig(interval 5, warm-up 3, order 2,
                                            float32 factors) on whole blocks; compiled = whole-model
                                            torch.compile
@@ -69,7 +71,9 @@ SIZES: dict[str, dict[str, Any]] = {
 WARMUP = 3
 DIFFUSERS_INTERVAL = 5
 TS_ROWS = [f"ts-N{n}-o{o}-{c}" for c in ("block", "paper") for o in (1, 2) for n in (3, 4, 5, 6)]
-ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", "diffusers-eager",
+MODULE_GUARDS_ROW = "ts-dsched-o2-block-mg"  # the same, with ts_compile.skip_module_guards
+ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", MODULE_GUARDS_ROW,
+             "diffusers-eager",
              "diffusers-compiled", "cachedit-eager", "cachedit-compiled"])
 FLOOR_ROW = "non-block"  # timed beside the rows, reported under the table
 FLUX_BLOCK_IDS = [r"transformer_blocks\.\d+", r"single_transformer_blocks\.\d+"]
@@ -181,7 +185,7 @@ class Row:
 
 
 def _ts_options(key: str, steps: int, compiler: str) -> TaylorSeerOptions:
-    if key == "ts-dsched-o2-block":
+    if key in ("ts-dsched-o2-block", MODULE_GUARDS_ROW):
         return TaylorSeerOptions(schedule=diffusers_schedule(steps, DIFFUSERS_INTERVAL, WARMUP),
                                  order=2, num_steps=steps, compiler=compiler)
     n, o, cut = re.fullmatch(r"ts-N(\d+)-o(\d+)-(block|paper)", key).groups()
@@ -216,8 +220,13 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                             every, compiled=True, kind="plain"))
         elif key.startswith("ts-"):
             o = _ts_options(key, steps, compiler)
-            fn = compile_isolated(model, backend="taylorseer", options=_opts_dict(o))
+            options = _opts_dict(o)
+            if key == MODULE_GUARDS_ROW:
+                options["guard_filter_fn"] = ts_compile.skip_module_guards
+            fn = compile_isolated(model, backend="taylorseer", options=options)
             label = ("taylorseer diffusers' schedule O2 block" if key == "ts-dsched-o2-block"
+                     else "taylorseer diffusers' schedule O2 block, skip_module_guards"
+                     if key == MODULE_GUARDS_ROW
                      else f"taylorseer N={o.interval} O={o.order} {o.cut}")
             rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
                             reset=lambda fn=fn: ts_compile.reset(fn), options=o, cut=o.cut))
