@@ -192,3 +192,20 @@ def test_ours_refuses_a_second_instance_sharing_the_graph():
         a(x, t)
         with pytest.raises(ts_compile.ModelEditedError, match="another model instance"):
             b(x, t)
+
+
+def test_ours_on_a_diffusers_flux_raises_nothing_over_generations_and_matches_plain_filtering():
+    """diffusers' own forward writes nothing the check would mistake for an edit."""
+    from ts_compile.cli.toy_models import tiny_flux
+
+    model, make_step_inputs = tiny_flux(size="test")
+    ours = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    theirs = compile_ts(model, interval=3, warmup=2, order=2)
+    with torch.no_grad():
+        for _ in range(3):
+            for step in range(8):
+                kwargs = make_step_inputs(step, 8)
+                torch.testing.assert_close(ours(**kwargs)[0], theirs(**kwargs)[0], rtol=0, atol=0)
+            ts_compile.reset(ours)
+            ts_compile.reset(theirs)
+    assert ts_compile.stats(ours)["forecast_steps"] > 0
