@@ -470,13 +470,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, keys: list[str]) -> int:
-    from tabulate import tabulate
-
+    """The whole benchmark: set-up, warm-up (compiles), timed round-robin, table, reports."""
     began = time.perf_counter()
-    steps, out = args.steps, sys.stdout
     load_before = os.getloadavg()
-    spec = SIZES[args.size]
     model, noise, inputs = build_model(args.size)
+    _print_setup(args, model, load_before)
+    notes: list[str] = []
+    rows = make_rows(keys, model, args.steps, args.compiler, notes)
+    rows.append(non_block_floor_row(args.size, args.steps, args.compiler))
+    for note in notes:
+        print("note:", note)
+    flops = _step_flops(model, noise, inputs, rows)
+    _warm_up(rows, noise, inputs, args.steps, notes)
+    rows = [r for r in rows if r.error is None]
+    floor_row = next((r for r in rows if r.kind == "floor"), None)
+    rows = [r for r in rows if r.kind != "floor"]
+    by_key = {r.key: r for r in rows}
+    for r in rows:  # FLOPs of the compiled peers = their eager twins'
+        twin = by_key.get(r.key.replace("compiled", "eager"))
+        if r.flops_gen is None and twin is not None:
+            r.flops_gen = twin.flops_gen
+    ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
+    references = _timed_generations(rows + ([floor_row] if floor_row else []), noise, inputs,
+                                    args.steps, args.repeats)
+    load_after = os.getloadavg()
+    _read_counts(rows, ts_before, args.repeats, notes)
+    _print_table(args, rows, by_key, floor_row, flops)
+    if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
+        a, b = references["ts-dsched-o2-block"], references["diffusers-eager"]
+        print(f"ts-dsched-o2-block vs diffusers-eager final latents: max |diff| "
+              f"{float((a - b).abs().max()):.3g} (same schedule, order, cut)")
+    extra_reports(args, rows, model, noise, inputs, median(by_key["inductor"].times), by_key)
+    print(f"\nload average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
+          f"process max RSS {_proc_kib('VmPeak') and _rusage_mib():.0f} MiB; "
+          f"total wall time {time.perf_counter() - began:.0f} s")
+    for note in notes:
+        print("note:", note)
+    return 0
+
+
+def _print_setup(args, model, load_before: tuple[float, float, float]) -> None:
+    spec = SIZES[args.size]
     cfg = spec["config"]
     params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, python {platform.python_version()}, "
@@ -485,27 +519,27 @@ def run(args, keys: list[str]) -> int:
     print(f"FLUX-shaped FluxTransformer2DModel ({cfg['num_layers']} double + "
           f"{cfg['num_single_layers']} single blocks, {cfg['num_attention_heads']}x"
           f"{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M params, random weights), "
-          f"{spec['grid'] ** 2} image + {spec['text']} text tokens, {steps} Euler steps, "
+          f"{spec['grid'] ** 2} image + {spec['text']} text tokens, {args.steps} Euler steps, "
           f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated")
-    notes: list[str] = []
-    rows = make_rows(keys, model, steps, args.compiler, notes)
-    rows.append(non_block_floor_row(args.size, steps, args.compiler))
-    for note in notes:
-        print("note:", note)
-    counters = torch._dynamo.utils.counters
 
-    # FLOPs
-    full_flops = count_flops(model, **inputs(noise, 1.0))
-    ts_flops: dict[str, tuple[int, int]] = {}
-    for cut in sorted({r.cut for r in rows if r.kind == "ts"}):
-        ts_flops[cut] = ts_step_flops(model, noise, inputs, cut)
-    print(f"FLOPs (FlopCounterMode, matmul/attention only): full step {full_flops / 1e9:.3f} G; "
+
+def _step_flops(model, noise, inputs, rows: list[Row]) -> tuple[int, dict[str, tuple[int, int]]]:
+    """(full step FLOPs, {cut: (taylorseer compute step, forecast step)})."""
+    full = count_flops(model, **inputs(noise, 1.0))
+    ts_flops = {cut: ts_step_flops(model, noise, inputs, cut)
+                for cut in sorted({r.cut for r in rows if r.kind == "ts"})}
+    print(f"FLOPs (FlopCounterMode, matmul/attention only): full step {full / 1e9:.3f} G; "
           + "; ".join(f"taylorseer cut={c}: compute {a / 1e9:.3f} G, forecast {b / 1e9:.4f} G"
                       for c, (a, b) in ts_flops.items()))
+    return full, ts_flops
 
-    # warm-up generations (compile), with Inductor's output code captured
+
+def _warm_up(rows: list[Row], noise, inputs, steps: int, notes: list[str]) -> None:
+    """One untimed generation per row (it compiles), Inductor's output code captured per row;
+    a row that fails gets `error` set and a note."""
     from torch._inductor.graph import GraphLowering
 
+    counters = torch._dynamo.utils.counters
     orig_save = GraphLowering.save_output_code
     current: list[Row] = []
 
@@ -514,7 +548,6 @@ def run(args, keys: list[str]) -> int:
             current[0].codes.append(code)
 
     GraphLowering.save_output_code = staticmethod(save_output_code)
-    references: dict[str, torch.Tensor] = {}
     try:
         for row in rows:
             current[:] = [row]
@@ -530,10 +563,9 @@ def run(args, keys: list[str]) -> int:
                     def flops_gen(row=row):
                         return sample(row.call, noise, inputs, steps, after_first=after_first)
                     row.flops_gen = count_flops(flops_gen)
-                    row.first_s = time.perf_counter() - t0
                 else:
                     sample(row.call, noise, inputs, steps, after_first=after_first)
-                    row.first_s = time.perf_counter() - t0
+                row.first_s = time.perf_counter() - t0
             except Exception as err:
                 row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 notes.append(f"{row.key}: failed in its warm-up generation: {row.error}")
@@ -545,21 +577,18 @@ def run(args, keys: list[str]) -> int:
     finally:
         GraphLowering.save_output_code = orig_save
         current.clear()
-    rows = [r for r in rows if r.error is None]
-    floor_row = next((r for r in rows if r.kind == "floor"), None)
-    rows = [r for r in rows if r.kind != "floor"]
-    by_key = {r.key: r for r in rows}
-    for r in rows:  # FLOPs of the compiled peers = their eager twins'
-        twin = by_key.get(r.key.replace("compiled", "eager"))
-        if r.flops_gen is None and twin is not None:
-            r.flops_gen = twin.flops_gen
-    ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
 
-    # timed generations, round-robin (the non-block floor among them)
+
+def _timed_generations(rows: list[Row], noise, inputs, steps: int,
+                       repeats: int) -> dict[str, torch.Tensor]:
+    """`repeats` generations per row, alternated round-robin so that a change in machine load
+    hits every row alike; per-step times, RSS and frames counted on the rows. Returns each row's
+    final latent of the first round."""
+    counters = torch._dynamo.utils.counters
+    references: dict[str, torch.Tensor] = {}
     rss_ok = True
-    timed = rows + ([floor_row] if floor_row is not None else [])
-    for rep in range(args.repeats):
-        for row in timed:
+    for rep in range(repeats):
+        for row in rows:
             row.reset()
             step_times: list[float] = []
             if rep == 0 and rss_ok:
@@ -576,72 +605,79 @@ def run(args, keys: list[str]) -> int:
                 (row.compute_step if k in row.schedule else row.forecast_step).append(dt)
             if rep == 0:
                 references[row.key] = x
-    load_after = os.getloadavg()
+    return references
 
+
+def _read_counts(rows: list[Row], ts_before: dict[str, dict], repeats: int,
+                 notes: list[str]) -> None:
+    """Recompiles, computed steps and state size per row (taylorseer rows from stats())."""
     for row in rows:
-        if row.compiled:  # Dynamo compiles after this row's first step (all in its own turns)
-            row.recompiles = row.frames_later
-        else:
-            row.recompiles = "-"
-        if row.kind == "ts":
-            st = ts_compile.stats(row.call)
-            if st["recompiles"] != row.recompiles:
-                notes.append(f"{row.key}: stats() counts {st['recompiles']} recompiles")
-            runs = args.repeats * max(st["graphs"], 1)
-            row.computed_measured = (st["computed_steps"]
-                                     - ts_before[row.key]["computed_steps"]) // runs
-            row.state_bytes = st["state_bytes"]
-            if st["fallbacks"]:
-                notes.append(f"{row.key}: fell back: {'; '.join(st['fallbacks'])}")
-        else:
+        # Dynamo compiles after a row's first step, all in its own turns
+        row.recompiles = row.frames_later if row.compiled else "-"
+        if row.kind != "ts":
             row.computed_measured = len(row.schedule)
+            continue
+        st = ts_compile.stats(row.call)
+        if st["recompiles"] != row.recompiles:
+            notes.append(f"{row.key}: stats() counts {st['recompiles']} recompiles")
+        runs = repeats * max(st["graphs"], 1)
+        row.computed_measured = (st["computed_steps"]
+                                 - ts_before[row.key]["computed_steps"]) // runs
+        row.state_bytes = st["state_bytes"]
+        if st["fallbacks"]:
+            notes.append(f"{row.key}: fell back: {'; '.join(st['fallbacks'])}")
 
-    # FLOPs speedup per row
-    def flops_speedup(row: Row) -> float:
-        if row.kind == "ts":
-            comp, fc = ts_flops[row.cut]
-            c = len(row.schedule)
-            return steps * full_flops / (c * comp + (steps - c) * fc)
-        if row.flops_gen:
-            return steps * full_flops / row.flops_gen
-        return steps / len(row.schedule)
 
+def _flops_speedup(row: Row, steps: int, flops: tuple[int, dict[str, tuple[int, int]]]) -> float:
+    full, ts_flops = flops
+    if row.kind == "ts":
+        comp, fc = ts_flops[row.cut]
+        c = len(row.schedule)
+        return steps * full / (c * comp + (steps - c) * fc)
+    if row.flops_gen:
+        return steps * full / row.flops_gen
+    return steps / len(row.schedule)
+
+
+TABLE_HEADERS = ["row", "method", "computed", "FLOPs speedup", "time s median [min-max]",
+                 "speedup vs Inductor", "efficiency", "of floor", "compute step ms",
+                 "forecast step ms", "forecast / non-block", "compile s", "peak RSS +MiB",
+                 "Taylor state", "graph breaks", "recompiles"]
+
+
+def _table_row(row: Row, steps: int, fs: float, base: float, full_step: float,
+               non_block: float | None) -> list[str]:
+    med = median(row.times)
+    sp = base / med
+    compile_s = max(row.first_s - med, 0.0) if row.compiled else None
+    bound = None if non_block is None else floor_bound(row, full_step, non_block, steps)
+    forecast = median(row.forecast_step)
+    vs_non_block = None if forecast is None or non_block is None else forecast / non_block
+    return [
+        row.key, row.label, f"{row.computed_measured}/{steps}", f"{fs:.2f}",
+        f"{med:.3f} [{min(row.times):.3f}-{max(row.times):.3f}]", f"{sp:.2f}",
+        f"{sp / fs:.2f}", "-" if bound is None else f"{bound / med:.2f}",
+        fmt_ms(median(row.compute_step)), fmt_ms(forecast),
+        "-" if vs_non_block is None else f"{vs_non_block:.2f}",
+        "-" if compile_s is None else f"{compile_s:.1f}",
+        "n/a" if row.peak_rss_mib is None else f"{row.peak_rss_mib:.0f}",
+        "-" if row.state_bytes is None else f"{row.state_bytes / 2**20:.2f} MiB",
+        str(row.graph_breaks) if row.compiled else "-", str(row.recompiles)]
+
+
+def _print_table(args, rows: list[Row], by_key: dict[str, Row], floor_row: Row | None,
+                 flops: tuple[int, dict[str, tuple[int, int]]]) -> None:
+    from tabulate import tabulate
+
+    steps = args.steps
     base = median(by_key["inductor"].times)
     full_step = median(by_key["inductor"].compute_step)
     non_block = None if floor_row is None else median(floor_row.compute_step)
-    table = []
-    results = []
-    for row in rows:
-        med = median(row.times)
-        fs = flops_speedup(row)
-        sp = base / med
-        compile_s = max(row.first_s - med, 0.0) if row.compiled else None
-        bound = None if non_block is None else floor_bound(row, full_step, non_block, steps)
-        forecast = median(row.forecast_step)
-        res = dict(key=row.key, computed=row.computed_measured, flops_speedup=fs, time=med,
-                   speedup=sp, efficiency=sp / fs, compute_ms=median(row.compute_step),
-                   forecast_ms=forecast, compile_s=compile_s,
-                   of_floor=None if bound is None else bound / med,
-                   forecast_vs_non_block=None if forecast is None or non_block is None
-                   else forecast / non_block)
-        results.append(res)
-        table.append([
-            row.key, row.label, f"{row.computed_measured}/{steps}", f"{fs:.2f}",
-            f"{med:.3f} [{min(row.times):.3f}-{max(row.times):.3f}]", f"{sp:.2f}",
-            f"{sp / fs:.2f}", "-" if bound is None else f"{bound / med:.2f}",
-            fmt_ms(median(row.compute_step)), fmt_ms(forecast),
-            "-" if res["forecast_vs_non_block"] is None else f"{res['forecast_vs_non_block']:.2f}",
-            "-" if compile_s is None else f"{compile_s:.1f}",
-            "n/a" if row.peak_rss_mib is None else f"{row.peak_rss_mib:.0f}",
-            "-" if row.state_bytes is None else f"{row.state_bytes / 2**20:.2f} MiB",
-            str(row.graph_breaks) if row.compiled else "-", str(row.recompiles)])
-    headers = ["row", "method", "computed", "FLOPs speedup", "time s median [min-max]",
-               "speedup vs Inductor", "efficiency", "of floor", "compute step ms",
-               "forecast step ms", "forecast / non-block",
-               "compile s", "peak RSS +MiB", "Taylor state", "graph breaks", "recompiles"]
+    table = [_table_row(row, steps, _flops_speedup(row, steps, flops), base, full_step, non_block)
+             for row in rows]
     print()
     print(f"== {steps}-step generation, median of {args.repeats} alternated repeats ==")
-    print(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
+    print(tabulate(table, headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True))
     print("FLOPs speedup: steps x full-step FLOPs / FLOPs of a generation (FlopCounterMode: "
           "taylorseer from one compute and one forecast step of its eager graphs; diffusers and "
           "cache-dit from a whole eager hooked generation). efficiency = speedup vs Inductor / "
@@ -658,21 +694,6 @@ def run(args, keys: list[str]) -> int:
               f"full step {full_step * 1e3:.3f} ms")
     spreads = [max(r.times) / min(r.times) for r in rows]
     print(f"largest repeat spread (max/min) {max(spreads):.2f}")
-
-    # agreement: taylorseer rows on diffusers' schedule vs diffusers' hooks
-    if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
-        a, b = references["ts-dsched-o2-block"], references["diffusers-eager"]
-        print(f"ts-dsched-o2-block vs diffusers-eager final latents: max |diff| "
-              f"{float((a - b).abs().max()):.3g} (same schedule, order, cut)")
-
-    extra_reports(args, rows, model, noise, inputs, base, by_key)
-
-    print(f"\nload average after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
-          f"process max RSS {_proc_kib('VmPeak') and _rusage_mib():.0f} MiB; "
-          f"total wall time {time.perf_counter() - began:.0f} s")
-    for note in notes:
-        print("note:", note)
-    return 0
 
 
 def _rusage_mib() -> float:
