@@ -23,6 +23,7 @@ import torch.fx as fx
 from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
+from .calling import StateLayout
 from .compile_calls import controller_for_current_compile, model_of_running_call
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
@@ -249,12 +250,12 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
     clock_index = clock_input_index(graphs, example_inputs, settings)
     device = _device_of(example_inputs)
     shapes = TableShapes.of(graphs)
-    example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
-                          settings.torch_state_dtype, device)
-    inputs = [*example_inputs, *example.tables, example.scalars]
+    layout = StateLayout.of(graphs.guards.tables, settings)
+    example = TaylorState(layout, shapes.resolve(shapes.key(tuple(example_inputs))), device)
+    inputs = list(layout.graph_inputs(example_inputs, example))
     compute_fn = compile_graph(graphs.compute, inputs, settings)
     forecast_fn = compile_graph(graphs.forecast, inputs, settings)
-    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
+    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(layout.tables))
     attach_to_diffusers_model(module, controller)
     return GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,

@@ -55,11 +55,12 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        check_manifest, check_records, contiguous_strides, core, device_name,
                        dtype_name, embed_aoti_record, options_to_json, program_inputs,
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
+from .calling import StateLayout
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runner import ExportedTaylorSeer
+from .state import TaylorState
 from .stepping import TIME_INPUT_NAMES
-from .taylor import scalars_length
 
 __all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "FORMATS", "export", "load",
            "read_manifest"]
@@ -300,11 +301,8 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     if format == "onnx" and device.type != "cpu":
         raise ArtefactError("ts_compile.export: format='onnx' is exported and run on the CPU "
                             f"here; the example inputs are on {device}. Use format='aoti'.")
-    state_dtype = settings.torch_state_dtype
-    tables = [torch.zeros(t.shape, dtype=state_dtype, device=device)
-              for t in guards.tables for _ in range(settings.order + 1)]  # rows, as TaylorState
-    scalars = torch.zeros(scalars_length(settings.order), dtype=torch.float32, device=device)
-    example = (*tensors, *tables, scalars)
+    layout = StateLayout.of(guards.tables, settings)
+    example = layout.graph_inputs(tensors, TaylorState(layout, layout.static_shapes(), device))
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent.resolve()))
@@ -320,7 +318,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
                 _compile_aoti(program, leaves, example, files[name], settings)
             else:
                 onnx_programs.export_program(_Program(program, leaves), example, files[name],
-                                             num_state=len(tables) + 1, role=name)
+                                             num_state=layout.num_state_inputs, role=name)
             timings[f"{name}_compile_s"] = time.perf_counter() - t0
         manifest = {
             "format": FORMAT,
@@ -331,14 +329,7 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
             "device": device_name(device),
             "options": options_record,
             "schedule": _schedule_rule(settings),
-            "state": {
-                "order": settings.order,
-                "dtype": dtype_name(state_dtype),
-                "scalars_length": scalars_length(settings.order),
-                "tables": [{"region": t.region, "output_index": t.output_index,
-                            "output_name": t.output_name, "shape": [int(d) for d in t.shape],
-                            "output_dtype": dtype_name(t.dtype)} for t in guards.tables],
-            },
+            "state": layout.to_manifest(),
             "inputs": {"in_spec": specs["in_spec"],
                        "num_user_inputs": guards.num_user_inputs, "leaves": leaves,
                        "time_tensor_index": time_index, **placement},
