@@ -192,6 +192,19 @@ def test_reset_and_stats_name_the_problem_for_wrong_objects():
     assert ts_compile.stats(compiled)["graphs"] == 0
 
 
+def test_explain_and_stats_count_the_same_state_bytes():
+    # one formula (calling.state_bytes) behind both, in the state dtype, not the model's
+    spec = ModelSpec(width=16, lists=(4,), tuple_out=True)
+    model = build_model(spec)
+    x = make_inputs(spec, batch=2, tokens=5)
+    options = {"order": 2, "state_dtype": "bfloat16"}
+    (report,) = ts_compile.explain(model, x, torch.tensor(0.0), options=options)
+    compiled = compile_ts(model, **options)
+    with torch.no_grad():
+        compiled(x, torch.tensor(0.0))
+    assert ts_compile.stats(compiled)["state_bytes"] == report.state_bytes == 3 * 2 * (2 * 5 * 16) * 2
+
+
 def test_explain_reports_regions_and_state_without_generation():
     spec = ModelSpec(width=8, lists=(2, 2), tuple_out=True)
     model = build_model(spec)

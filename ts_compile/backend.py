@@ -23,14 +23,13 @@ import torch.fx as fx
 from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
-from .calling import StateLayout
+from .calling import StateLayout, clock_position, first_positions, time_position
 from .compile_calls import controller_for_current_compile, model_of_running_call
 from .integrations import attach_to_diffusers_model
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, block_of, build_graphs, declared_block_lists
 from .runtime import GraphRuntime
 from .state import TableShapes, TaylorState
-from .stepping import TIME_INPUT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -139,40 +138,19 @@ def _input_labels(graphs) -> list[str]:
     return labels
 
 
-def input_index(graphs, example_inputs: Sequence[Any], name: str | None) -> int | None:
-    """Position, among the graph's inputs, of the tensor argument `name` (None if absent)."""
-    if name is None:
-        return None
-    pattern = re.compile(r"\[['\"]" + re.escape(name) + r"['\"]\]$")
+_ARGUMENT_NAME = re.compile(r"\[['\"]([^'\"]+)['\"]\]$")  # L['x'], L['kwargs']['x'] -> x
+
+
+def tensor_input_positions(graphs, example_inputs: Sequence[Any]) -> dict[str, int]:
+    """Argument name -> position among the graph's inputs, for the tensors Dynamo's sources
+    name (parameters and buffers are no arguments)."""
+    named = []
     for index, label in enumerate(_input_labels(graphs)):
-        if pattern.search(label) and isinstance(example_inputs[index], torch.Tensor):
-            return index
-    return None
-
-
-def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
-    """Position, among the graph's inputs, of the argument the forecast's time is read from."""
-    if options.time == "step":
-        return None
-    index = input_index(graphs, example_inputs, options.time_input)
-    if index is None:
-        names = [n for n in _input_labels(graphs) if "parameters" not in n]
-        raise OptionError(
-            f"ts_compile: option time={options.time!r} reads the forward argument "
-            f"{options.time_input!r}, but no tensor input of that name reaches the graph "
-            f"(inputs: {', '.join(names) or 'none'}); pass the time as a tensor, set time_input "
-            "to the argument's name, or use time='step'.")
-    return index
-
-
-def clock_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
-    """Position of the time input that calls are placed by (stepping.py): the option's
-    `time_input`, else the first of the usual names."""
-    for name in (options.time_input, *TIME_INPUT_NAMES):
-        index = input_index(graphs, example_inputs, name)
-        if index is not None:
-            return index
-    return None
+        found = _ARGUMENT_NAME.search(label)
+        if (found and isinstance(example_inputs[index], torch.Tensor)
+                and "_parameters[" not in label and "_buffers[" not in label):
+            named.append((found.group(1), index))
+    return first_positions(named)
 
 
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
@@ -246,8 +224,10 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
-    time_index = time_input_index(graphs, example_inputs, settings)  # fails before compiling
-    clock_index = clock_input_index(graphs, example_inputs, settings)
+    positions = tensor_input_positions(graphs, example_inputs)
+    labels = [label for label in _input_labels(graphs) if "parameters" not in label]
+    time_index = time_position(positions, settings, inputs=labels)  # fails before compiling
+    clock_index = clock_position(positions, settings)
     device = _device_of(example_inputs)
     shapes = TableShapes.of(graphs)
     layout = StateLayout.of(graphs.guards.tables, settings)
@@ -259,7 +239,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
     attach_to_diffusers_model(module, controller)
     return GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
-        latent_index=input_index(graphs, example_inputs, _latent_input_name()),
+        latent_index=positions.get(_latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))

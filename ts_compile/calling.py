@@ -1,4 +1,5 @@
-"""The graphs' calling convention: what the compute and forecast graphs take.
+"""The graphs' calling convention: what the compute and forecast graphs take, and which of the
+user's inputs is the time.
 
 Every graph the passes build, whether compiled by Dynamo's backend, exported as a program or run
 from a loaded artefact, is called as
@@ -12,7 +13,9 @@ from a loaded artefact, is called as
 
 `StateLayout` is that layout, built here once and used by the backend (example inputs for
 compiling), the runtime (every call), export (the programs' example inputs and the manifest's
-`state` record) and the loaded runner (the manifest read back).
+`state` record) and the loaded runner (the manifest read back). `time_position` and
+`clock_position` say which input is the time, from (name, position) pairs that the backend reads
+from Dynamo's sources and export from the forward's signature.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 import torch
 
-from .options import TaylorSeerOptions
+from .options import OptionError, TaylorSeerOptions
 from .passes import TableSpec
+from .stepping import TIME_INPUT_NAMES
 from .taylor import scalars_length
 
 
@@ -116,7 +120,7 @@ class StateLayout:
         from .artefact import dtype_name
 
         return {"order": self.order, "dtype": dtype_name(self.dtype),
-                "scalars_length": self.scalar_count,
+                "scalars_length": self.scalar_count, "bytes": self.nbytes(),
                 "tables": [{"region": t.region, "output_index": t.output_index,
                             "output_name": t.output_name, "shape": [int(d) for d in t.shape],
                             "output_dtype": dtype_name(t.dtype)} for t in self.tables]}
@@ -129,3 +133,38 @@ class StateLayout:
                                  tuple(t["shape"]), DTYPES[t["output_dtype"]])
                        for t in state["tables"])
         return cls(tables, state["order"], DTYPES[state["dtype"]])
+# ------------------------------------------------------------------------------------------------
+# which input is the time
+# ------------------------------------------------------------------------------------------------
+def time_position(positions: Mapping[str, int], options: TaylorSeerOptions, *,
+                  where: str = "ts_compile", inputs: Sequence[str] | None = None) -> int | None:
+    """Position of the input the forecast's time is read from (options.time != "step"), given
+    the tensor inputs' positions by argument name; OptionError naming the fix if it is absent
+    (listing `inputs`, as the caller knows them, default the names in `positions`)."""
+    if options.time == "step":
+        return None
+    if options.time_input not in positions:
+        names = ", ".join(positions if inputs is None else inputs) or "none"
+        raise OptionError(
+            f"{where}: option time={options.time!r} reads the forward argument "
+            f"{options.time_input!r}, but no tensor input of that name reaches the graph "
+            f"(inputs: {names}); pass the time as a tensor, set time_input to the argument's "
+            "name, or use time='step'.")
+    return positions[options.time_input]
+
+
+def clock_position(positions: Mapping[str, int], options: TaylorSeerOptions) -> int | None:
+    """Position of the time input that calls are placed by (stepping.py): the option's
+    `time_input`, else the first of the usual names; None if there is none."""
+    return next((positions[name] for name in (options.time_input, *TIME_INPUT_NAMES)
+                 if name in positions), None)
+
+
+def first_positions(named: Sequence[tuple[str | None, int]]) -> dict[str, int]:
+    """name -> position from (name, position) pairs of tensor inputs, in order: an argument
+    that reaches the graph twice counts at its first position."""
+    positions: dict[str, int] = {}
+    for name, position in named:
+        if name is not None:
+            positions.setdefault(name, position)
+    return positions

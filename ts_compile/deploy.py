@@ -55,12 +55,11 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        check_manifest, check_records, contiguous_strides, core, device_name,
                        dtype_name, embed_aoti_record, options_to_json, program_inputs,
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
-from .calling import StateLayout
-from .options import TaylorSeerOptions
+from .calling import StateLayout, clock_position, first_positions, time_position
+from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
 from .runner import ExportedTaylorSeer
 from .state import TaylorState
-from .stepping import TIME_INPUT_NAMES
 
 __all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "FORMATS", "export", "load",
            "read_manifest"]
@@ -154,20 +153,16 @@ def _tensor_positions(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, 
     position: dict[int, int] = {}
     for i, value in enumerate(v for v in flat if isinstance(v, torch.Tensor)):
         position.setdefault(id(value), i)  # a tensor passed twice: its first position
-    return {name: position[id(value)] for name, value in bound.items()
-            if isinstance(value, torch.Tensor) and id(value) in position}
+    return first_positions([(name, position[id(value)]) for name, value in bound.items()
+                            if isinstance(value, torch.Tensor) and id(value) in position])
 
 
 def _time_tensor_index(positions: Mapping[str, int], settings: TaylorSeerOptions) -> int | None:
     """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
-    if settings.time == "step":
-        return None
-    if settings.time_input not in positions:
-        raise ArtefactError(
-            f"ts_compile.export: option time={settings.time!r} reads the argument "
-            f"{settings.time_input!r}, which the call does not pass as a tensor; pass the time "
-            "as a tensor, set time_input to the argument's name, or use time='step'.")
-    return positions[settings.time_input]
+    try:
+        return time_position(positions, settings, where="ts_compile.export")
+    except OptionError as err:
+        raise ArtefactError(str(err)) from None
 
 
 def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
@@ -177,9 +172,8 @@ def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
     the step) and the clock (a time input going back up starts a new generation)."""
     first = next((p.name for p in inspect.signature(model.forward).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
-    clock = next((positions[name] for name in (settings.time_input, *TIME_INPUT_NAMES)
-                  if name in positions), None)
-    return {"latent_tensor_index": positions.get(first), "clock_tensor_index": clock}
+    return {"latent_tensor_index": positions.get(first),
+            "clock_tensor_index": clock_position(positions, settings)}
 
 
 def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
