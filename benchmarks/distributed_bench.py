@@ -10,7 +10,7 @@ calls `enable_parallelism`, compiles it twice (backend="taylorseer", and the sam
 without TaylorSeer as the baseline), runs one untimed generation of --steps calls (compiles),
 then --repeats timed generations of each. Reported per rank: median time of a full step (the
 baseline), of a taylorseer compute step and of a forecast step; collectives issued per compute
-step and per forecast step (counted in the graphs, see ts_compile/passes/count_collectives.py)
+step and per forecast step (counted in the graphs, see ts_compile/analysis/collectives.py)
 and skipped in total (`ts_compile.stats`); the rank's Taylor state; generation time and speedup.
 A single-process row (the launcher, before the ranks start) is the reference for the speedup.
 
@@ -214,7 +214,7 @@ def _generation(fn, make_kwargs, steps, device, runtimes=None):
 def measure(args, mode: str, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     import ts_compile
     from ts_compile.api import controller_of
-    from ts_compile.passes.count_collectives import count_collectives
+    from ts_compile.analysis.collectives import count_collectives
 
     torch._dynamo.reset()
     model, make_kwargs = build(args, device, dtype)

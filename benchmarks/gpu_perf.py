@@ -20,6 +20,7 @@ three compiled copies inside the 8-minute budget; the script prints which it use
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 import warnings
@@ -170,6 +171,21 @@ def measure(name: str, model, inputs, steps: int, repeat: int, device: str,
     return row
 
 
+def _non_block_row(model, inputs, steps: int, repeat: int, device: str, compiler: str,
+                   cuda_graphs: bool) -> float:
+    """Median step (ms) of the model with its block lists emptied: what a forecast step cannot
+    avoid (embedders, norm_out, proj_out), compiled the way the taylorseer row's graphs are."""
+    bare = copy.copy(model)  # shallow: shares every other submodule and parameter
+    bare._modules = dict(model._modules, transformer_blocks=torch.nn.ModuleList(),
+                         single_transformer_blocks=torch.nn.ModuleList())
+    if compiler == "eager":
+        compiled = torch.compile(bare, backend="eager")
+    else:
+        compiled = torch.compile(bare, mode="reduce-overhead" if cuda_graphs else None)
+    row = measure("non-block", compiled, inputs, steps, repeat, device)
+    return statistics.median(row["per_call_ms"])
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -192,6 +208,7 @@ def run(device: str, tiny: bool, double: int, single: int, resolution: int, text
         if cuda_graphs:
             plain_cg = torch.compile(model, mode="reduce-overhead")
             rows.append(measure("Inductor + CUDA graphs", plain_cg, inputs, steps, repeat, device))
+    floor = _non_block_row(model, inputs, steps, repeat, device, compiler, cuda_graphs)
     options = {"interval": interval, "order": order, "warmup": 3, "compiler": compiler}
     if cuda_graphs:
         options["mode"] = "reduce-overhead"
@@ -213,6 +230,7 @@ def run(device: str, tiny: bool, double: int, single: int, resolution: int, text
     rows.append(row)
     for r in rows[:-1]:
         r["compute step ms"] = statistics.median(r["per_call_ms"])
+    row["forecast / non-block"] = row["forecast step ms"] / floor
     base = rows[0]["generation s"]
     for r in rows:
         r["speedup"] = base / r["generation s"]
@@ -222,6 +240,9 @@ def run(device: str, tiny: bool, double: int, single: int, resolution: int, text
     flops_bound = steps / len(schedule)
     print(tabulate([{k: v for k, v in r.items() if k not in ("per_call_ms", "output")}
                     for r in rows], headers="keys", floatfmt=".4g", missingval="-"))
+    print(f"non-block step (the model with its block lists emptied, compiled like the "
+          f"taylorseer row): {floor:.4g} ms; forecast step / non-block step "
+          f"{row['forecast / non-block']:.2f} (goal <= 1.2)")
     print(f"computed steps {len(schedule)}/{steps}: FLOPs-bound speedup x{flops_bound:.2f}; "
           f"efficiency (speedup / bound) {rows[-1]['speedup'] / flops_bound:.2f}; "
           f"stats: {stats['computed_steps']} computed, {stats['forecast_steps']} forecast calls, "

@@ -17,6 +17,8 @@ Rows (--rows, comma-separated; the plain Inductor baseline is always added):
   eager, inductor                          no cache
   ts-N{3,4,5,6}-o{1,2}-{block,paper}       backend="taylorseer", interval N, warm-up 3
   ts-dsched-o2-block                       backend="taylorseer" on diffusers' schedule (13/50)
+  ts-dsched-o2-block-mg                    the same with guard_filter_fn=ts_compile.skip_module_guards
+                                           (Dynamo's module guards checked once per generation)
   diffusers-eager, diffusers-compiled      TaylorSeerCacheConfig(interval 5, warm-up 3, order 2,
                                            float32 factors) on whole blocks; compiled = whole-model
                                            torch.compile
@@ -69,8 +71,11 @@ SIZES: dict[str, dict[str, Any]] = {
 WARMUP = 3
 DIFFUSERS_INTERVAL = 5
 TS_ROWS = [f"ts-N{n}-o{o}-{c}" for c in ("block", "paper") for o in (1, 2) for n in (3, 4, 5, 6)]
-ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", "diffusers-eager",
+MODULE_GUARDS_ROW = "ts-dsched-o2-block-mg"  # the same, with ts_compile.skip_module_guards
+ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", MODULE_GUARDS_ROW,
+             "diffusers-eager",
              "diffusers-compiled", "cachedit-eager", "cachedit-compiled"])
+FLOOR_ROW = "non-block"  # timed beside the rows, reported under the table
 FLUX_BLOCK_IDS = [r"transformer_blocks\.\d+", r"single_transformer_blocks\.\d+"]
 
 
@@ -180,7 +185,7 @@ class Row:
 
 
 def _ts_options(key: str, steps: int, compiler: str) -> TaylorSeerOptions:
-    if key == "ts-dsched-o2-block":
+    if key in ("ts-dsched-o2-block", MODULE_GUARDS_ROW):
         return TaylorSeerOptions(schedule=diffusers_schedule(steps, DIFFUSERS_INTERVAL, WARMUP),
                                  order=2, num_steps=steps, compiler=compiler)
     n, o, cut = re.fullmatch(r"ts-N(\d+)-o(\d+)-(block|paper)", key).groups()
@@ -215,8 +220,13 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                             every, compiled=True, kind="plain"))
         elif key.startswith("ts-"):
             o = _ts_options(key, steps, compiler)
-            fn = compile_isolated(model, backend="taylorseer", options=_opts_dict(o))
+            options = _opts_dict(o)
+            if key == MODULE_GUARDS_ROW:
+                options["guard_filter_fn"] = ts_compile.skip_module_guards
+            fn = compile_isolated(model, backend="taylorseer", options=options)
             label = ("taylorseer diffusers' schedule O2 block" if key == "ts-dsched-o2-block"
+                     else "taylorseer diffusers' schedule O2 block, skip_module_guards"
+                     if key == MODULE_GUARDS_ROW
                      else f"taylorseer N={o.interval} O={o.order} {o.cut}")
             rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
                             reset=lambda fn=fn: ts_compile.reset(fn), options=o, cut=o.cut))
@@ -255,6 +265,33 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                 "eager" if fn is cd_model else f"torch.compile ({compiler})"),
                             fn, dsched, compiled=fn is not cd_model, kind="cachedit", reset=cd_reset))
     return rows
+
+
+def non_block_floor_row(size: str, steps: int, compiler: str) -> Row:
+    """The method's floor for a forecast step: the same model with its block lists emptied
+    (embedders, norm_out, proj_out), compiled the same way and timed in the same round-robin.
+    Its output is not the model's; only its step time is used."""
+    return Row(FLOOR_ROW, f"non-block step ({compiler})",
+               compile_isolated(non_block_model(size), backend=compiler),
+               list(range(steps)), compiled=True, kind="floor")
+
+
+def non_block_model(size: str) -> torch.nn.Module:
+    """The benchmark model with both block lists emptied (a fresh copy: a compiled model does
+    not deepcopy)."""
+    bare = build_model(size)[0]
+    bare.transformer_blocks = torch.nn.ModuleList()
+    bare.single_transformer_blocks = torch.nn.ModuleList()
+    return bare
+
+
+def floor_bound(row: Row, full_step: float, non_block_step: float, steps: int) -> float | None:
+    """The fastest a schedule can run: computed steps at the plain compile's full step, the
+    others at its non-block step (what a forecast step cannot avoid)."""
+    if row.kind not in ("ts", "diffusers", "cachedit"):
+        return None
+    computed = len(row.schedule)
+    return computed * full_step + (steps - computed) * non_block_step
 
 
 def _cachedit_model(model, steps: int, dsched: list[int]):
@@ -452,6 +489,7 @@ def run(args, keys: list[str]) -> int:
           f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated")
     notes: list[str] = []
     rows = make_rows(keys, model, steps, args.compiler, notes)
+    rows.append(non_block_floor_row(args.size, steps, args.compiler))
     for note in notes:
         print("note:", note)
     counters = torch._dynamo.utils.counters
@@ -508,6 +546,8 @@ def run(args, keys: list[str]) -> int:
         GraphLowering.save_output_code = orig_save
         current.clear()
     rows = [r for r in rows if r.error is None]
+    floor_row = next((r for r in rows if r.kind == "floor"), None)
+    rows = [r for r in rows if r.kind != "floor"]
     by_key = {r.key: r for r in rows}
     for r in rows:  # FLOPs of the compiled peers = their eager twins'
         twin = by_key.get(r.key.replace("compiled", "eager"))
@@ -515,10 +555,11 @@ def run(args, keys: list[str]) -> int:
             r.flops_gen = twin.flops_gen
     ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
 
-    # timed generations, round-robin
+    # timed generations, round-robin (the non-block floor among them)
     rss_ok = True
+    timed = rows + ([floor_row] if floor_row is not None else [])
     for rep in range(args.repeats):
-        for row in rows:
+        for row in timed:
             row.reset()
             step_times: list[float] = []
             if rep == 0 and rss_ok:
@@ -566,6 +607,8 @@ def run(args, keys: list[str]) -> int:
         return steps / len(row.schedule)
 
     base = median(by_key["inductor"].times)
+    full_step = median(by_key["inductor"].compute_step)
+    non_block = None if floor_row is None else median(floor_row.compute_step)
     table = []
     results = []
     for row in rows:
@@ -573,20 +616,28 @@ def run(args, keys: list[str]) -> int:
         fs = flops_speedup(row)
         sp = base / med
         compile_s = max(row.first_s - med, 0.0) if row.compiled else None
+        bound = None if non_block is None else floor_bound(row, full_step, non_block, steps)
+        forecast = median(row.forecast_step)
         res = dict(key=row.key, computed=row.computed_measured, flops_speedup=fs, time=med,
                    speedup=sp, efficiency=sp / fs, compute_ms=median(row.compute_step),
-                   forecast_ms=median(row.forecast_step), compile_s=compile_s)
+                   forecast_ms=forecast, compile_s=compile_s,
+                   of_floor=None if bound is None else bound / med,
+                   forecast_vs_non_block=None if forecast is None or non_block is None
+                   else forecast / non_block)
         results.append(res)
         table.append([
             row.key, row.label, f"{row.computed_measured}/{steps}", f"{fs:.2f}",
             f"{med:.3f} [{min(row.times):.3f}-{max(row.times):.3f}]", f"{sp:.2f}",
-            f"{sp / fs:.2f}", fmt_ms(median(row.compute_step)), fmt_ms(median(row.forecast_step)),
+            f"{sp / fs:.2f}", "-" if bound is None else f"{bound / med:.2f}",
+            fmt_ms(median(row.compute_step)), fmt_ms(forecast),
+            "-" if res["forecast_vs_non_block"] is None else f"{res['forecast_vs_non_block']:.2f}",
             "-" if compile_s is None else f"{compile_s:.1f}",
             "n/a" if row.peak_rss_mib is None else f"{row.peak_rss_mib:.0f}",
             "-" if row.state_bytes is None else f"{row.state_bytes / 2**20:.2f} MiB",
             str(row.graph_breaks) if row.compiled else "-", str(row.recompiles)])
     headers = ["row", "method", "computed", "FLOPs speedup", "time s median [min-max]",
-               "speedup vs Inductor", "efficiency", "compute step ms", "forecast step ms",
+               "speedup vs Inductor", "efficiency", "of floor", "compute step ms",
+               "forecast step ms", "forecast / non-block",
                "compile s", "peak RSS +MiB", "Taylor state", "graph breaks", "recompiles"]
     print()
     print(f"== {steps}-step generation, median of {args.repeats} alternated repeats ==")
@@ -594,10 +645,17 @@ def run(args, keys: list[str]) -> int:
     print("FLOPs speedup: steps x full-step FLOPs / FLOPs of a generation (FlopCounterMode: "
           "taylorseer from one compute and one forecast step of its eager graphs; diffusers and "
           "cache-dit from a whole eager hooked generation). efficiency = speedup vs Inductor / "
-          "FLOPs speedup. compile s = warm-up generation - median. peak RSS +MiB: VmHWM over the "
+          "FLOPs speedup. of floor = floor-bound time / time, the floor-bound time being the "
+          "computed steps x Inductor's full step + the other steps x the non-block step "
+          "(below). forecast / non-block = forecast step / non-block step. "
+          "compile s = warm-up generation - median. peak RSS +MiB: VmHWM over the "
           "first timed generation minus VmRSS before it (process-wide; n/a where /proc/self/"
           "clear_refs is not writable). Inductor cache dir: "
           f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')} (fresh per run unless set).")
+    if non_block is not None:
+        print(f"non-block step: {non_block * 1e3:.3f} ms (the model with its block lists emptied, "
+              f"{len(floor_row.compute_step)} steps timed in the same round-robin); Inductor's "
+              f"full step {full_step * 1e3:.3f} ms")
     spreads = [max(r.times) / min(r.times) for r in rows]
     print(f"largest repeat spread (max/min) {max(spreads):.2f}")
 
@@ -648,6 +706,45 @@ def _frames_recompiles(row: Row) -> int | str:
     except Exception:
         return "?"
     return max(len(entries) - 1, 0) if entries else "?"
+
+
+def whole_call_overhead(row: Row, noise, inputs, steps: int, calls: int) -> float:
+    """Seconds per call of the compiled model with its graphs replaced by ones that return a
+    stored output: what a call costs besides the graph (Dynamo + the runtime), replaying one
+    generation's calls (each step's latent and time) through `row.call`."""
+    rts = controller_of(row.call).runtimes
+    kept = [(rt.compute_fn, rt.forecast_fn) for rt in rts]
+    sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    x = noise.clone()
+    outputs = {}
+
+    def recording(rt, fn):
+        def f(*a):
+            out = fn(*a)
+            outputs[rt] = out
+            return out
+        return f
+
+    for rt, (compute_fn, _) in zip(rts, kept):
+        rt.compute_fn = rt.forecast_fn = recording(rt, compute_fn)
+    row.reset()
+    generation = [inputs(x, sigmas[k]) for k in range(steps)]
+    row.call(**generation[0])
+    for rt in rts:
+        rt.compute_fn = rt.forecast_fn = lambda *a, out=outputs.get(rt): out
+    try:
+        rounds = max(1, calls // steps)
+        row.reset()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            row.reset()
+            for kw in generation:
+                row.call(**kw)
+        return (time.perf_counter() - t0) / (rounds * steps)
+    finally:
+        for rt, (compute_fn, forecast_fn) in zip(rts, kept):
+            rt.compute_fn, rt.forecast_fn = compute_fn, forecast_fn
+        row.reset()
 
 
 def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
@@ -719,28 +816,12 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
             print(f"{row.key}: forecast graph alone {g * 1e3:.3f} ms; a forecast step through "
                   f"torch.compile (Dynamo guards + runtime + graph) {whole * 1e3:.3f} ms; "
                   f"difference {(whole - g) * 1e6:.0f} us")
+        whole_call = whole_call_overhead(row, noise, inputs, steps, args.host_calls)
+        print(f"{row.key}: a whole call through torch.compile with both graphs stubbed out "
+              f"(Dynamo's frame entry, guards and argument passing + the runtime): "
+              f"{whole_call * 1e6:.1f} us per call, of which the runtime {per_call * 1e6:.1f} us")
     else:
         print("no taylorseer row selected")
-
-    # non-block floor: the same model with no blocks, compiled the same way
-    print("\n== non-block floor: the model with its block lists emptied, same compiler ==")
-    bare = build_model(args.size)[0]  # a fresh copy (a compiled model does not deepcopy)
-    bare.transformer_blocks = torch.nn.ModuleList()
-    bare.single_transformer_blocks = torch.nn.ModuleList()
-    bare_fn = compile_isolated(bare, backend=args.compiler)
-    for _ in range(2):
-        bare_fn(**inputs(noise, 0.5))
-    ts = []
-    for _ in range(30):
-        t0 = time.perf_counter()
-        bare_fn(**inputs(noise, 0.5))
-        ts.append(time.perf_counter() - t0)
-    floor_ms = median(ts) * 1e3
-    print(f"non-block step (embedders, norm_out, proj_out): {floor_ms:.3f} ms (median of 30)")
-    for r in rows:
-        if r.forecast_step:
-            fc = median(r.forecast_step) * 1e3
-            print(f"  {r.key:<22} forecast step {fc:7.3f} ms = {fc / floor_ms:5.2f}x the floor")
 
     # (b) kernels of the forecast graph
     print("\n== (b) Inductor's generated code of the taylorseer graphs ==")

@@ -248,6 +248,18 @@ def test_explain_state_table_has_a_header_for_every_column(capsys):
     assert header.split()[-1] == "size"
 
 
+def test_explain_lists_the_passes_it_runs_in_order(capsys):
+    from ts_compile.passes import PASSES, SPECIALIZATIONS
+
+    assert main(["explain", "DiTTransformer2DModel"]) == 0
+    section = capsys.readouterr().out.split("passes run", 1)[1].split("\n\n", 1)[0]
+    listed = [line.split()[1] for line in section.splitlines()[1:]]
+    assert listed == [p.__name__ for p in PASSES + SPECIALIZATIONS], section
+    # each with the first line of its docstring, and none without one
+    for run in PASSES + SPECIALIZATIONS:
+        assert run.__doc__.strip().splitlines()[0] in section
+
+
 def test_the_package_does_not_look_for_its_checkout(tmp_path, monkeypatch, capsys):
     """Outside a checkout (and without $TS_COMPILE_BENCHMARKS) bench says where to run it, and
     the demo finds no default checkpoint: neither looks next to the installed package."""

@@ -161,7 +161,7 @@ def test_a_failing_worker_reports_its_traceback(runs):
 def test_placement_changes_that_move_data():
     from torch.distributed.tensor import Partial, Replicate, Shard
 
-    from ts_compile.passes.count_collectives import _placement_change
+    from ts_compile.analysis.collectives import _placement_change
 
     assert _placement_change(Partial(), Replicate()) == "all_reduce"
     assert _placement_change(Partial(), Shard(0)) == "reduce_scatter"

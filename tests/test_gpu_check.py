@@ -1,6 +1,7 @@
 """The GPU check script runs end to end at a tiny size on CPU, so it is ready when a GPU is lent."""
 
 import importlib.util
+import re
 import pathlib
 
 import pytest
@@ -36,6 +37,7 @@ def test_gpu_check_perf_section_runs_on_cpu_at_tiny_size(capsys):
     # 12 steps, warm-up 3, N=5: steps 0, 1, 2, 7 computed; three generations were run.
     assert "computed steps 4/12" in out and "12 computed, 24 forecast calls" in out
     assert "0 recompiles, fallbacks []" in out
+    assert re.search(r"forecast step / non-block step [\d.]+ \(goal <= 1.2\)", out)
 
 
 def test_gpu_check_rejects_unknown_sections():

@@ -1,5 +1,7 @@
 """A few end-to-end checks through Inductor (tens of seconds each on 2 CPU cores)."""
 
+import unittest.mock
+
 import pytest
 import torch
 
@@ -25,13 +27,21 @@ def test_inductor_matches_reference_over_two_generations():
         ts_compile.reset(compiled)
         reference.reset()
 
-    with torch.no_grad():
+    from torch._inductor.graph import GraphLowering
+
+    codes = []  # Inductor's generated code: the compute graph's, then the forecast graph's
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False), \
+            unittest.mock.patch.object(GraphLowering, "save_output_code", codes.append):
         generation()
         with torch.compiler.set_stance("fail_on_recompile"):
             generation()
     stats = ts_compile.stats(compiled)
     assert stats["graphs"] == 1 and stats["recompiles"] == 0 and not stats["fallbacks"]
     assert stats["forecast_steps"] > stats["computed_steps"]
+    # The forecast graph skips Inductor's input asserts (every input is checked already:
+    # backend.compile_graph); the compute graph keeps them.
+    assert len(codes) == 2, len(codes)
+    assert "assert_size_stride(arg" in codes[0] and "assert_size_stride(arg" not in codes[1]
 
 
 def test_inductor_all_compute_reproduces_uncompiled_flux():

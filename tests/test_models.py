@@ -18,8 +18,8 @@ import torch.nn as nn
 
 import ts_compile
 from ts_compile.api import controller_of
+from ts_compile.analysis.regions import module_stack
 from ts_compile.integrations.diffusers_inputs import flux_image_ids
-from ts_compile.passes.regions import module_stack
 
 from .conftest import compile_ts
 from .diffusers_models import BUILDERS

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import ts_compile
 from ts_compile.options import TaylorSeerOptions
 from ts_compile.passes import build_graphs, declared_block_lists
-from ts_compile.passes.regions import module_stack
+from ts_compile.analysis.regions import module_stack
 from ts_compile.taylor import compute_step_scalars, forecast_step_scalars, scalars_vector
 
 from .conftest import compile_ts

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import ts_compile
 from ts_compile.api import controller_of
-from ts_compile.passes.side_effects import (live_nodes, stable_topological_sort,
-                                            write_order, written_values)
+from ts_compile.analysis.side_effects import live_nodes, write_order, written_values
+from ts_compile.passes._surgery import stable_topological_sort
 
 from .conftest import compile_ts
 from .reference import EagerTaylorSeer, official_schedule

@@ -49,8 +49,18 @@ def test_tiny_run_prints_the_table(capsys):
         median = float(cells[4].split()[0])
         assert median > 0, cells
         if key.startswith("ts-"):
-            assert float(cells[8]) > 0 and cells[11].endswith("MiB"), cells  # forecast step, state
-            assert cells[12] == "0" and cells[13] == "0", cells  # graph breaks, recompiles
+            assert float(cells[9]) > 0 and cells[13].endswith("MiB"), cells  # forecast step, state
+            assert cells[14] == "0" and cells[15] == "0", cells  # graph breaks, recompiles
+        if key.startswith(("ts-", "diffusers-")):
+            assert 0 < float(cells[7]) <= 1.5, cells  # of floor: the schedule's floor-bound time
+        else:
+            assert cells[7] == "-", cells
+        if key in ("ts-N3-o1-block", "diffusers-eager"):  # both forecast some of the 6 steps
+            assert float(cells[10]) > 0, cells  # forecast step / non-block step
+    assert "non-block" not in rows  # timed beside the rows, reported under the table
+    assert re.search(r"non-block step: [\d.]+ ms \(the model with its block lists emptied", out)
+    assert re.search(r"a whole call through torch.compile with both graphs stubbed out .*: "
+                     r"[\d.]+ us per call, of which the runtime [\d.]+ us", out)
     assert rows["inductor"][5] == "1.00"
     assert re.search(r"\(a\) the runtime's own host work per call", out)
     assert re.search(r"ts-N\d-o\d-\w+: [\d.]+ us per call", out)
@@ -84,3 +94,30 @@ def test_forecast_step_script_runs_with_and_without_the_count(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--size", "test", "--compiler", "eager", "--repeat", "20"]) == 0
     assert "as shipped: forecast graph alone ms" in capsys.readouterr().out
+
+
+def test_call_overhead_table_has_a_row_per_variant(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--variants", "default,skip-module-guards", "--compiler", "eager",
+                        "--repeats", "1"]) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    rows.pop("variant")  # the header
+    assert set(rows) == {"default", "skip-module-guards"}, rows
+    for cells in rows.values():
+        forecast, graph, stubs, non_block, ratio = map(float, cells[1:6])
+        assert forecast > graph > 0 and stubs > 0 and non_block > 0, cells
+        assert abs(ratio - forecast / non_block) < 0.02 * ratio, cells
+        assert cells[6] == "0", cells  # no recompiles
+
+
+def test_call_overhead_refuses_an_unknown_lever():
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--variants", "default,skip-guards"])
+    assert exit_info.value.code == 2

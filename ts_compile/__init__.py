@@ -6,16 +6,19 @@
     ts_compile.stats(compiled)   # what happened
     ts_compile.export(model, args, kwargs, options=..., path=...)   # AOTInductor artefact
     runner = ts_compile.load(path)                                   # no Dynamo at serve time
+    options={"guard_filter_fn": ts_compile.skip_module_guards, ...}  # module guards per generation
 """
 
 from .api import branch, explain, generation, reset, stats
 from .deploy import ArtefactError, ExportedTaylorSeer, export, load
+from .module_guards import ModelEditedError, skip_module_guards
 from .options import OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
-__all__ = ["ArtefactError", "ExportedTaylorSeer", "OptionError", "TaylorSeerBackend",
-           "TaylorSeerOptions", "branch", "computed_steps", "explain", "export", "flops_speedup",
-           "generation", "is_computed_step", "load", "reset", "stats"]
+__all__ = ["ArtefactError", "ExportedTaylorSeer", "ModelEditedError", "OptionError",
+           "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps", "explain", "export",
+           "flops_speedup", "generation", "is_computed_step", "load", "reset", "skip_module_guards",
+           "stats"]
 __version__ = "0.1.0"
 
 

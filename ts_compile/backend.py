@@ -28,6 +28,7 @@ from .calling import StateLayout, clock_position, first_positions, time_position
 from .compile_calls import (backend_for_current_compile, controller_for_current_compile,
                             model_of_running_call)
 from .integrations import attach_to_diffusers_model
+from .module_guards import compiled_now
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, block_of, build_graphs, declared_block_lists
 from .runtime import Controller, GraphRuntime
@@ -145,15 +146,23 @@ def tensor_input_positions(graphs, example_inputs: Sequence[Any]) -> dict[str, i
 
 
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
-                  options: TaylorSeerOptions) -> Callable:
-    """Lower one graph with the chosen compiler; the result is called as `fn(*args)`."""
+                  options: TaylorSeerOptions, input_checks: bool = True) -> Callable:
+    """Lower one graph with the chosen compiler; the result is called as `fn(*args)`.
+
+    `input_checks=False` (the forecast graph): no Inductor size/stride asserts on the inputs
+    unless the options ask for them. Every input is checked already: the user's by Dynamo's
+    guards, the parameters by Dynamo's guards (or `skip_module_guards`' per-generation check),
+    the tables and scalars are the runtime's own. ~10 us of a forecast step at small sizes."""
     compiler = options.compiler
     if compiler == "eager":
         return gm
     if compiler == "inductor":
         from torch._inductor.compile_fx import compile_fx
 
-        return compile_fx(gm, list(example_inputs), config_patches=options.inductor_patches())
+        patches = options.inductor_patches()
+        if not input_checks:
+            patches.setdefault("size_asserts", False)
+        return compile_fx(gm, list(example_inputs), config_patches=patches)
     if isinstance(compiler, str):  # another registered Dynamo backend (validated in options)
         from torch._dynamo.backends.registry import lookup_backend
 
@@ -177,6 +186,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
 def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str) -> Callable:
     controller.warn_once(f"{reason}; compiling without TaylorSeer (every step computes).")
     controller.fallbacks.append(reason)
+    compiled_now(None, None)
     return compile_graph(gm, example_inputs, options)
 
 
@@ -191,7 +201,7 @@ class TaylorSeerBackend:
     models' generations apart). `backend="taylorseer"` is a thin adapter over it (`taylorseer`
     below): one object per `torch.compile` call, made from that call's options. Objects with equal
     options compare equal, so that compiled copies of one module class share Dynamo's graphs and
-    its recompile budget, as the string form's equal options do (see docs/design.md §11).
+    its recompile budget, as the string form's equal options do (see docs/design.md §12).
     """
 
     def __init__(self, options: TaylorSeerOptions | Mapping[str, Any] | None = None, /, *,
@@ -287,12 +297,14 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
     example = TaylorState(layout, shapes.resolve(shapes.key(tuple(example_inputs))), device)
     inputs = list(layout.graph_inputs(example_inputs, example))
     compute_fn = compile_graph(graphs.compute, inputs, settings)
-    forecast_fn = compile_graph(graphs.forecast, inputs, settings)
+    forecast_fn = compile_graph(graphs.forecast, inputs, settings, input_checks=False)
     log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(layout.tables))
     attach_to_diffusers_model(module, controller)
-    return GraphRuntime.for_graphs(
+    runtime = GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
         latent_index=positions.get(_latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))
+    compiled_now(runtime, model)  # for module_guards.skip_module_guards, if the user passed it
+    return runtime

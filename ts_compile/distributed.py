@@ -45,7 +45,7 @@ def _collectives_of(runtime) -> dict:
     a forecast step does not issue (compute graph minus forecast graph, by kind)."""
     cached = getattr(runtime, "collectives", None)
     if cached is None:
-        from .passes.count_collectives import collectives_per_region, count_collectives
+        from .analysis.collectives import collectives_per_region, count_collectives
 
         graphs = getattr(runtime, "graphs", None)
         if graphs is None:  # a loaded artefact: its graphs are not kept
@@ -64,7 +64,7 @@ def collective_stats(runtimes) -> dict:
     """The collective counters of `ts_compile.stats` (this process, i.e. this rank only).
 
     collectives_per_region: collectives one call of each region issues (all-to-all, all-gather,
-    all-reduce... see passes/count_collectives.py); collectives_skipped: those forecast steps did
+    all-reduce... see analysis/collectives.py); collectives_skipped: those forecast steps did
     not issue, forecast steps x (compute graph's - forecast graph's), with the split by kind.
     """
     per_region: dict[str, int] = {}

@@ -195,6 +195,9 @@ class GraphRuntime:
                            HOST_CLOCK if clock_device.type == "cpu" else
                            LATE_CLOCK if clock_device.type == "cuda" else NO_CLOCK)
         self.discover = discover
+        # Set when compiled with guard_filter_fn=ts_compile.skip_module_guards: the module tree
+        # is then checked at each generation's first step (module_guards.py), not by Dynamo.
+        self.module_snapshot = None
         # Calls this graph served, over every copy and thread (stats counts per copy, in lanes).
         self.computed_steps = 0
         self.forecast_steps = 0
@@ -285,6 +288,12 @@ class GraphRuntime:
         branch.latest = state
         return state
 
+    def _check_module_edits(self) -> None:
+        from .compile_calls import model_of_running_call
+
+        model = model_of_running_call() or self.module_snapshot.model  # None: a direct call
+        self.module_snapshot.verify(model)
+
     def _step(self, lane: Lane, args: tuple) -> Any:
         if not lane.placed:  # the first graph of this model call
             lane.place(None if self.latent_index is None else args[self.latent_index],
@@ -296,6 +305,8 @@ class GraphRuntime:
         order = self.options.order
         in_time = self.time_index is not None
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
+        if state.filled == 0 and self.module_snapshot is not None:
+            self._check_module_edits()
         if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
             # In sampler time the host writes unit steps; the device scales them (no sync).
             dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)

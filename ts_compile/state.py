@@ -14,7 +14,7 @@ import torch
 
 from .calling import StateLayout
 from .passes import TaylorSeerGraphs
-from .passes.regions import example_value
+from .analysis.regions import example_value
 from .taylor import host_scalars_length, nonfinite_slots
 
 

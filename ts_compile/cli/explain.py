@@ -223,53 +223,97 @@ def _explain(model, kwargs, cut, order: int, state_dtype: str):
 
 def run_explain(args: argparse.Namespace, stream: TextIO | None = None) -> int:
     """Print the report; 0 when the pass applies, 1 when it does not (the reason is printed)."""
-    from tabulate import tabulate
-
-    from ..integrations.diffusers_inputs import ConfigError, build_model, example_inputs, tokens
-
     out = stream if stream is not None else sys.stdout
     cut = _cut_value(args.cut)
-    try:
-        settings = TaylorSeerOptions(cut=cut, order=args.order, state_dtype=args.state_dtype)
-    except OptionError as err:
-        raise CliError(str(err).removeprefix("ts_compile: "),
-                       "see `python -m ts_compile explain --help`") from None
+    settings = _settings(cut, args)
     cls_name, config, size, what = _resolve(args)
-    try:
-        torch.device(args.device)
-    except RuntimeError:
-        raise CliError(f"--device {args.device!r} is not a device",
-                       "use meta (shapes only) or e.g. cpu, cuda") from None
+    _check_device(args.device)
     began = time.perf_counter()
-    try:
-        model = build_model(cls_name, config, device=args.device)
-        kwargs = example_inputs(cls_name, model.config, size, device=args.device)
-    except ConfigError as err:
-        raise CliError(str(err), err.hint) from None
-    params = sum(p.numel() for p in model.parameters())
-    n_tok = tokens(cls_name, model.config, size)
-    frames = f", {size.frames} frames" if size.frames else ""
-    count = (f"{params / 1e9:.2f}B" if params >= 1e9 else f"{params / 1e6:.1f}M" if params >= 1e5
-             else f"{params / 1e3:.1f}K")
-    print(f"{cls_name} ({what}; {count} parameters, device {args.device}"
-          f"{': shapes only' if args.device == 'meta' else ''})", file=out)
-    print(f"one call: {size.height}x{size.width}{frames}: {n_tok} image tokens, "
-          f"{size.text_tokens} text tokens, batch {size.batch}", file=out)
-    print(f"cut={_label(cut)}, order {settings.order}, state_dtype {settings.state_dtype}: "
-          f"state bytes = (order + 1) x numel x itemsize per live output", file=out)
+    model, kwargs = _build(cls_name, config, size, args.device)
+    _print_header(model, cls_name, what, size, args.device, cut, settings, out)
+    _print_passes(out)
     out.flush()
 
     cuts: list[str | tuple[str, ...]] = [cut] + [c for c in CUTS if c != cut]
-    found = {}
-    for c in cuts:
-        found[c] = _trace(model, kwargs, c, settings)
-    reports = found[cut]
-    blocks = found["block"]
+    found = {c: _trace(model, kwargs, c, settings) for c in cuts}
+    _print_blocks(found["block"], out)
+    status = _print_reports(found[cut], cut, settings, args, out)
+    _print_state_by_cut(found, cut, settings, out)
+    print(f"({time.perf_counter() - began:.1f} s; python -m ts_compile explain --help for "
+          "sizes, cuts, --all)", file=out)
+    return status
+
+
+def _settings(cut: str | tuple[str, ...], args: argparse.Namespace) -> TaylorSeerOptions:
+    try:
+        return TaylorSeerOptions(cut=cut, order=args.order, state_dtype=args.state_dtype)
+    except OptionError as err:
+        raise CliError(str(err).removeprefix("ts_compile: "),
+                       "see `python -m ts_compile explain --help`") from None
+
+
+def _check_device(device: str) -> None:
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise CliError(f"--device {device!r} is not a device",
+                       "use meta (shapes only) or e.g. cpu, cuda") from None
+
+
+def _build(cls_name: str, config: dict[str, Any], size, device: str):
+    """The model and one call's keyword inputs."""
+    from ..integrations.diffusers_inputs import ConfigError, build_model, example_inputs
+
+    try:
+        model = build_model(cls_name, config, device=device)
+        return model, example_inputs(cls_name, model.config, size, device=device)
+    except ConfigError as err:
+        raise CliError(str(err), err.hint) from None
+
+
+def _count(params: int) -> str:
+    return (f"{params / 1e9:.2f}B" if params >= 1e9 else f"{params / 1e6:.1f}M" if params >= 1e5
+            else f"{params / 1e3:.1f}K")
+
+
+def _print_header(model, cls_name: str, what: str, size, device: str,
+                  cut: str | tuple[str, ...], settings: TaylorSeerOptions, out: TextIO) -> None:
+    from ..integrations.diffusers_inputs import tokens
+
+    params = sum(p.numel() for p in model.parameters())
+    frames = f", {size.frames} frames" if size.frames else ""
+    print(f"{cls_name} ({what}; {_count(params)} parameters, device {device}"
+          f"{': shapes only' if device == 'meta' else ''})", file=out)
+    print(f"one call: {size.height}x{size.width}{frames}: {tokens(cls_name, model.config, size)} "
+          f"image tokens, {size.text_tokens} text tokens, batch {size.batch}", file=out)
+    print(f"cut={_label(cut)}, order {settings.order}, state_dtype {settings.state_dtype}: "
+          f"state bytes = (order + 1) x numel x itemsize per live output", file=out)
+
+
+def _print_passes(out: TextIO) -> None:
+    """The passes `build_graphs` runs, in order, with the first line of their docstrings."""
+    from ..passes import all_passes
+
+    passes = all_passes()
+    width = max(len(p.__name__) for p in passes)
+    print("\npasses run (ts_compile.passes, in order):", file=out)
+    for i, run in enumerate(passes, 1):
+        summary = (run.__doc__ or "").strip().splitlines()[0]
+        print(f"  {i}. {run.__name__:<{width}}  {summary}", file=out)
+
+
+def _print_blocks(blocks, out: TextIO) -> None:
+    from tabulate import tabulate
 
     print(f"\nblocks found (cut='block' regions): "
           f"{sum(len(r.regions) for r in blocks)}", file=out)
     print(tabulate([row for r in blocks for row in _group_regions(r.regions)],
                    headers=["module path", "count", "indices"], tablefmt="simple"), file=out)
+
+
+def _print_reports(reports, cut: str | tuple[str, ...], settings: TaylorSeerOptions,
+                   args: argparse.Namespace, out: TextIO) -> int:
+    """One section per graph of the chosen cut; 1 when the pass does not apply to one."""
     status = 0
     for i, report in enumerate(reports):
         if len(reports) > 1:
@@ -281,34 +325,44 @@ def run_explain(args: argparse.Namespace, stream: TextIO | None = None) -> int:
                   file=out)
             status = 1
             continue
-        if cut != "block":
-            print(f"\nregions for cut={_label(cut)}: {len(report.regions)}", file=out)
-            print(tabulate(_group_regions(report.regions),
-                           headers=["module path", "count", "indices"], tablefmt="simple"),
-                  file=out)
-        for name, why in report.skipped:
-            print(f"skipped {name}: {why}", file=out)
-        _print_live(report, settings, args.all, out)
-        if args.graph:
-            print("\nguarded graph:\n" + report.guarded_graph, file=out)
+        _print_report(report, cut, settings, args, out)
+    return status
 
-    rows = []
-    for c in cuts:
-        rs = found[c]
-        if any(r.reason_not_applied for r in rs):
-            rows.append([_label(c), "-", "-", "does not apply", ""])
-            continue
-        total = sum(r.state_bytes for r in rs)
-        rows.append([_label(c) + (" (chosen)" if c == cut else ""),
-                     sum(len(r.regions) for r in rs), sum(len(r.live_outputs) for r in rs),
-                     f"{total:,}", fmt_bytes(total)])
+
+def _print_report(report, cut: str | tuple[str, ...], settings: TaylorSeerOptions,
+                  args: argparse.Namespace, out: TextIO) -> None:
+    from tabulate import tabulate
+
+    if cut != "block":
+        print(f"\nregions for cut={_label(cut)}: {len(report.regions)}", file=out)
+        print(tabulate(_group_regions(report.regions),
+                       headers=["module path", "count", "indices"], tablefmt="simple"),
+              file=out)
+    for name, why in report.skipped:
+        print(f"skipped {name}: {why}", file=out)
+    _print_live(report, settings, args.all, out)
+    if args.graph:
+        print("\nguarded graph:\n" + report.guarded_graph, file=out)
+
+
+def _state_by_cut_row(c: str | tuple[str, ...], reports, chosen: bool) -> list[Any]:
+    if any(r.reason_not_applied for r in reports):
+        return [_label(c), "-", "-", "does not apply", ""]
+    total = sum(r.state_bytes for r in reports)
+    return [_label(c) + (" (chosen)" if chosen else ""),
+            sum(len(r.regions) for r in reports), sum(len(r.live_outputs) for r in reports),
+            f"{total:,}", fmt_bytes(total)]
+
+
+def _print_state_by_cut(found: dict, cut: str | tuple[str, ...], settings: TaylorSeerOptions,
+                        out: TextIO) -> None:
+    from tabulate import tabulate
+
+    rows = [_state_by_cut_row(c, reports, c == cut) for c, reports in found.items()]
     print(f"\nTaylor state by cut (order {settings.order}, {settings.state_dtype}):", file=out)
     print(tabulate(rows, headers=["cut", "regions", "live outputs", "state bytes", "size"],
                    tablefmt="simple", disable_numparse=True,
                    colalign=("left", "right", "right", "right", "right")), file=out)
-    print(f"({time.perf_counter() - began:.1f} s; python -m ts_compile explain --help for "
-          "sizes, cuts, --all)", file=out)
-    return status
 
 
 def _trace(model, kwargs, cut, settings: TaylorSeerOptions):

@@ -1,11 +1,17 @@
-"""The FX passes, one per file, each `(gm, settings) -> gm`, run in this order:
+"""The FX passes, one per file, each `(gm, settings) -> gm`, logging what it changed:
 
-    find_regions        which subgraphs to forecast (module stack; no per-model adapter)
-    mark_live_outputs   which region outputs carry Taylor state
-    insert_guards       each region -> torch.cond(compute, region + state update, forecast)
-    specialize_guards   the guarded graph -> a compute graph and a forecast graph
+    mark_side_effects       flag what Dynamo kept only for its effect, before any surgery
+    find_regions            which subgraphs to forecast (module stack; no per-model adapter)
+    mark_live_outputs       which region outputs carry Taylor state
+    insert_guards           each region -> torch.cond(compute, region + state update, forecast)
+    take_compute_branches   the guarded graph -> the compute graph
+    take_forecast_branches  the guarded graph -> the forecast graph
 
-`build_graphs` runs them on a copy of the graph Dynamo hands the backend.
+`build_graphs` runs `PASSES` in order on a copy of the graph Dynamo hands the backend (the
+result is the guarded graph), then each of `SPECIALIZATIONS` on the guarded graph. A pass that
+finds the rewrite cannot apply raises `NotApplicable`, and the backend compiles the graph plainly.
+Read-only questions the passes ask (regions, side effects, the paper cut, collectives) live in
+`ts_compile.analysis`.
 """
 
 from __future__ import annotations
@@ -14,24 +20,35 @@ import dataclasses
 
 import torch.fx as fx
 
+from ..analysis.regions import Region, block_of, declared_block_lists, normalize_module_path
 from ..options import TaylorSeerOptions
+from ._contract import (BLOCK_LISTS_KEY, GUARDS_KEY, REGIONS_KEY, SKIPPED_KEY,
+                        WHOLE_GRAPH_REGION_KEY, NotApplicable, Pass)
+from ._surgery import copy_graph_module
 from .find_regions import find_regions
-from .insert_guards import GUARDS_KEY, GuardInfo, TableSpec, insert_guards
+from .insert_guards import GuardInfo, TableSpec, insert_guards
 from .mark_live_outputs import mark_live_outputs
-from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY,
-                      Region, block_of, declared_block_lists, normalize_module_path)
-from .side_effects import mark_effects
-from .specialize_guards import copy_graph_module, specialize_guards
+from .mark_side_effects import mark_side_effects
+from .take_compute_branches import take_compute_branches
+from .take_forecast_branches import take_forecast_branches
 
 __all__ = [
-    "GuardInfo", "NotApplicable", "Region", "TableSpec", "TaylorSeerGraphs", "build_graphs",
-    "block_of", "copy_graph_module", "declared_block_lists", "find_regions", "insert_guards", "mark_live_outputs",
-    "normalize_module_path", "specialize_guards",
+    "PASSES", "SPECIALIZATIONS", "GuardInfo", "NotApplicable", "Pass", "Region", "TableSpec",
+    "TaylorSeerGraphs", "all_passes", "block_of", "build_graphs", "copy_graph_module",
+    "declared_block_lists", "find_regions", "insert_guards", "mark_live_outputs",
+    "mark_side_effects", "normalize_module_path", "take_compute_branches",
+    "take_forecast_branches",
 ]
 
+# Run in this order on a copy of Dynamo's graph; the result is the guarded graph.
+PASSES: tuple[Pass, ...] = (mark_side_effects, find_regions, mark_live_outputs, insert_guards)
+# Each run on the guarded graph (left as it is): the compute graph, the forecast graph.
+SPECIALIZATIONS: tuple[Pass, ...] = (take_compute_branches, take_forecast_branches)
 
-class NotApplicable(Exception):
-    """The rewrite cannot apply to this graph; the message says why."""
+
+def all_passes() -> tuple[Pass, ...]:
+    """Every pass `build_graphs` runs, in order (what `python -m ts_compile explain` lists)."""
+    return PASSES + SPECIALIZATIONS
 
 
 @dataclasses.dataclass
@@ -55,27 +72,13 @@ def build_graphs(gm: fx.GraphModule, settings: TaylorSeerOptions,
     `block_lists`: the paths of the model's block lists as its module tree declares them
     (`regions.declared_block_lists(model)`), when the model is known. `whole_graph_region`:
     (name, class) when the graph is a frame of one block's own forward (`regions.block_of`):
-    then the whole graph is the region.
+    then the whole graph is the region. Raises `NotApplicable` (from the pass that decided).
     """
-    work = copy_graph_module(gm)
-    work.meta[BLOCK_LISTS_KEY] = block_lists
-    work.meta[WHOLE_GRAPH_REGION_KEY] = whole_graph_region
-    mark_effects(work.graph)  # before any surgery: what Dynamo kept for an effect
-    work = find_regions(work, settings)
-    regions, skipped = work.meta[REGIONS_KEY], work.meta[SKIPPED_KEY]
-    if not regions:
-        what = ("no transformer blocks (repeated children of a module list)"
-                if settings.cut == "block" else f"no module path matching cut={list(settings.cut)}")
-        detail = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
-        raise NotApplicable(f"found {what}" + (f" (skipped {detail})" if detail else ""))
-    work = mark_live_outputs(work, settings)
-    if not any(any(r.live) for r in regions):
-        raise NotApplicable("no region output reaches the graph's output")
-    try:
-        guarded = insert_guards(work, settings)
-    except NotImplementedError as err:
-        raise NotApplicable(str(err)) from err
-    return TaylorSeerGraphs(guarded=guarded,
-                            compute=specialize_guards(guarded, compute=True),
-                            forecast=specialize_guards(guarded, compute=False),
-                            regions=regions, skipped=skipped)
+    guarded = copy_graph_module(gm)
+    guarded.meta[BLOCK_LISTS_KEY] = block_lists
+    guarded.meta[WHOLE_GRAPH_REGION_KEY] = whole_graph_region
+    for run in PASSES:
+        guarded = run(guarded, settings)
+    compute, forecast = (take(guarded, settings) for take in SPECIALIZATIONS)
+    return TaylorSeerGraphs(guarded=guarded, compute=compute, forecast=forecast,
+                            regions=guarded.meta[REGIONS_KEY], skipped=guarded.meta[SKIPPED_KEY])

@@ -1,10 +1,11 @@
-"""Pass 1: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
+"""Pass 2: find the regions to forecast from `nn_module_stack`, with no per-model adapter.
 
 cut="block": a region is one call of a transformer block, i.e. a numbered child of the model's
 block stack: the module lists the model's module tree declares as its blocks, or else the
 outermost lists of one non-leaf class whose children run attention (see `_block_selector`). cut=[regex, ...]: a region is one call of the outermost module whose path
 matches one of the expressions. Regions that cannot be forecast safely (cycles through outside
-code, in-place writes to outside values, non-tensor outputs) are skipped with the reason.
+code, in-place writes to outside values, non-tensor outputs) are skipped with the reason; when
+none is left, the rewrite does not apply (`NotApplicable`, naming what was looked for).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import torch.fx as fx
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from torch.fx.passes.utils.fuser_utils import validate_partition
 
+from ..analysis.gated_branches import select_gated_branches
+from ..analysis.regions import Region, example_value, is_tensor_value, module_stack
+from ..analysis.side_effects import has_effect, storages, written_values
 from ..options import TaylorSeerOptions
-from .gated_branches import select_gated_branches
-from .regions import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY, Region,
-                      example_value,
-                      is_tensor_value, module_stack)
-from .side_effects import has_effect, storages, written_values
+from ._contract import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY,
+                        NotApplicable)
 
 log = logging.getLogger(__name__)
 
@@ -232,24 +233,38 @@ def _child_of_outermost(select):
     return pick
 
 
-def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
-    """Record the regions in ``gm.meta["ts_regions"]`` (skipped ones, with reasons, beside them)."""
-    nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+def _grouped_regions(gm: fx.GraphModule, nodes: list[fx.Node],
+                     settings: TaylorSeerOptions) -> dict[str, Region]:
+    """The candidate regions of the cut, before any is checked."""
     declared = frozenset(gm.meta.get(BLOCK_LISTS_KEY, ()))
     whole = gm.meta.get(WHOLE_GRAPH_REGION_KEY)
     if whole is not None:  # the graph is (part of) one block, whatever the cut
         name, cls = whole
-        grouped = _group(nodes, lambda stack: (name, name, cls))
-    elif settings.cut == "block":
-        grouped = _group(nodes, _outermost(_block_selector(nodes, declared)))
-    elif settings.cut == "paper":
+        return _group(nodes, lambda stack: (name, name, cls))
+    if settings.cut == "block":
+        return _group(nodes, _outermost(_block_selector(nodes, declared)))
+    if settings.cut == "paper":
         select = _block_selector(nodes, declared)
         blocks = _group(nodes, _outermost(select))
         children = _group(nodes, _child_of_outermost(select))
-        grouped = select_gated_branches(blocks, children)
-    else:
-        grouped = _group(nodes, _outermost(_pattern_selector(settings.cut)))
+        return select_gated_branches(blocks, children)
+    return _group(nodes, _outermost(_pattern_selector(settings.cut)))
 
+
+def _nothing_found(settings: TaylorSeerOptions, skipped: list[tuple[str, str]]) -> str:
+    what = ("no transformer blocks (repeated children of a module list)"
+            if settings.cut == "block" else f"no module path matching cut={list(settings.cut)}")
+    detail = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
+    return f"found {what}" + (f" (skipped {detail})" if detail else "")
+
+
+def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Find the regions to forecast (blocks, or the cut's modules); skipped ones with a reason.
+
+    Records them in ``gm.meta["ts_regions"]`` and ``gm.meta["ts_skipped_regions"]``; raises
+    `NotApplicable` when there is none to forecast."""
+    nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    grouped = _grouped_regions(gm, nodes, settings)
     position = {node: i for i, node in enumerate(gm.graph.nodes)}
     ordered = list(gm.graph.nodes)
     regions, skipped = [], []
@@ -266,4 +281,6 @@ def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMod
     log.info("find_regions: %d regions (%s), %d skipped", len(regions),
              ", ".join(r.name for r in regions[:4]) + (" ..." if len(regions) > 4 else ""),
              len(skipped))
+    if not regions:
+        raise NotApplicable(_nothing_found(settings, skipped))
     return gm

@@ -1,4 +1,4 @@
-"""Pass 3: rewrite each region into a guarded branch (`torch.cond` form).
+"""Pass 4: rewrite each region into a guarded branch (`torch.cond` form).
 
     out_0, ..., out_k = region(inputs)
 becomes
@@ -14,7 +14,8 @@ non-live output is returned as zeros by the forecast branch: under the shared gu
 read by regions that are themselves forecast (see `mark_live_outputs`).
 
 The result runs as it is (eagerly, `torch.cond` with grad off) and is the inspectable artefact that
-`ts_compile.explain` prints and the property tests check; `specialize_guards` resolves it.
+`ts_compile.explain` prints and the property tests check; `take_compute_branches` and
+`take_forecast_branches` resolve it.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ from collections import defaultdict
 import torch
 import torch.fx as fx
 
+from ..analysis.regions import Region, example_value
+from ..analysis.side_effects import write_order
 from ..options import TaylorSeerOptions
 from ..taylor import checked_forecast, counted_nonfinite, nonfinite_slots, updated_table
-from .regions import REGIONS_KEY, Region, example_value
-from .side_effects import stable_topological_sort, write_order
+from ._contract import COND_ONLY, GUARDS_KEY, REGIONS_KEY, NotApplicable
+from ._surgery import stable_topological_sort
 
 log = logging.getLogger(__name__)
-
-GUARDS_KEY = "ts_guards"
-COND_ONLY = "ts_cond_only"  # meta flag: node exists to satisfy cond's aliasing rules only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _zeros_node(graph: fx.Graph, value: torch.Tensor, operands: list[fx.Node]) -
                 sizes.append(graph.call_function(torch.ops.aten.sym_size.int, (operand, dims[0])))
                 break
         else:
-            raise NotImplementedError(f"cannot express dynamic size {size} of a dead output")
+            raise NotApplicable(f"cannot express dynamic size {size} of a dead output")
     return graph.call_function(torch.zeros, (sizes,), {"dtype": value.dtype, "device": value.device})
 
 
@@ -138,91 +138,138 @@ def _branch(gm: fx.GraphModule, region: Region, tables: list[list[fx.Node]], sca
     return fx.GraphModule(gm, graph, f"{'compute' if compute else 'forecast'}_branch")
 
 
-def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
-    """Replace every region of ``gm.meta["ts_regions"]`` by a `torch.cond` over new inputs."""
-    regions: list[Region] = gm.meta[REGIONS_KEY]
-    graph = gm.graph
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    state_dtype = settings.torch_state_dtype
-    specs: list[TableSpec] = []
+@dataclasses.dataclass
+class _StateInputs:
+    """The placeholders `insert_guards` adds after the original ones."""
 
-    with graph.inserting_after(placeholders[-1]):
+    tables: list[list[list[fx.Node]]]  # region -> live output -> rows D_0..D_order
+    scalars: fx.Node
+    pred: fx.Node  # the guard, `ts_compute`
+    specs: list[TableSpec]  # one per live output, in table order
+
+
+def _table_rows(graph: fx.Graph, out: fx.Node, name: str,
+                settings: TaylorSeerOptions) -> list[fx.Node]:
+    """`order + 1` row placeholders `{name}_{i}` shaped like `out`, in the state dtype."""
+    value = example_value(out)
+    rows = []
+    for i in range(settings.order + 1):
+        row = graph.placeholder(f"{name}_{i}")
+        row.meta["example_value"] = _fake_like(value, value.shape, settings.torch_state_dtype)
+        # Static address for CUDA graphs: the runtime owns these for good.
+        row.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
+        rows.append(row)
+    return rows
+
+
+def _add_state_inputs(graph: fx.Graph, regions: list[Region], settings: TaylorSeerOptions,
+                      last_input: fx.Node) -> _StateInputs:
+    """Add the table rows, then `ts_scalars`, then `ts_compute` after `last_input`."""
+    with graph.inserting_after(last_input):
         # Inserted in reverse: each goes right after the last original placeholder.
         pred = graph.placeholder("ts_compute")
         scalars = graph.placeholder("ts_scalars")
         # Mutated (its counters), so it must be a static input too for CUDA graphs to keep it.
         scalars.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
-        table_nodes: list[list[list[fx.Node]]] = []  # region -> live output -> rows
+        tables, specs = [], []
         for r, region in enumerate(regions):
-            table_nodes.append([])
+            tables.append([])
             for k, out in enumerate(region.outputs):
                 if region.live[k]:
+                    tables[-1].append(_table_rows(graph, out, f"ts_table_{r}_{k}", settings))
                     value = example_value(out)
-                    rows = []
-                    for i in range(settings.order + 1):
-                        row = graph.placeholder(f"ts_table_{r}_{k}_{i}")
-                        row.meta["example_value"] = _fake_like(value, value.shape, state_dtype)
-                        # Static address for CUDA graphs: the runtime owns these for good.
-                        row.meta["tensor_dict"] = {"_dynamo_static_input_type": "unguarded"}
-                        rows.append(row)
-                    table_nodes[-1].append(rows)
-                    specs.append(TableSpec(region.name, k, out.name, tuple(value.shape), value.dtype))
+                    specs.append(TableSpec(region.name, k, out.name, tuple(value.shape),
+                                           value.dtype))
     # Placeholders were inserted in reverse order; put them back in a stable order.
-    new_placeholders = [row for ts in table_nodes for rows in ts for row in rows] + [scalars, pred]
-    anchor = placeholders[-1]
-    for node in new_placeholders:
+    anchor = last_input
+    for node in [row for ts in tables for rows in ts for row in rows] + [scalars, pred]:
         anchor.append(node)
         anchor = node
+    return _StateInputs(tables, scalars, pred, specs)
 
-    # Which reads and writes of a written storage must stay on which side of the write; a
-    # region's nodes will be represented by its cond.
-    must_follow = write_order(graph)
+
+def _guard_region(gm: fx.GraphModule, r: int, region: Region, state: _StateInputs,
+                  order: int) -> tuple[fx.Node, list[fx.Node]]:
+    """Replace region `r` by `cond(ts_compute, ts_compute_r, ts_forecast_r, operands)` and one
+    getitem per output; returns the cond and the getitems (in output order)."""
+    graph = gm.graph
+    members = set(region.nodes)
+    rows = [row for per_output in state.tables[r] for row in per_output]
+    true_name, false_name = f"ts_compute_{r}", f"ts_forecast_{r}"
+    gm.add_submodule(true_name, _branch(gm, region, state.tables[r], state.scalars, True, order))
+    gm.add_submodule(false_name, _branch(gm, region, state.tables[r], state.scalars, False, order))
+    with graph.inserting_after(region.nodes[-1]):
+        true_attr = graph.get_attr(true_name)
+    with graph.inserting_after(true_attr):
+        false_attr = graph.get_attr(false_name)
+    with graph.inserting_after(false_attr):
+        operands = tuple([*region.inputs, *rows, state.scalars])
+        cond = graph.call_function(torch.ops.higher_order.cond,
+                                   (state.pred, true_attr, false_attr, operands))
+        cond.meta["ts_region"] = region.name
+        cond.meta["example_value"] = tuple(example_value(o) for o in region.outputs)
+    items, anchor = [], cond
+    for k, out in enumerate(region.outputs):
+        with graph.inserting_after(anchor):
+            item = graph.call_function(operator.getitem, (cond, k))
+        item.meta = {"example_value": example_value(out), "ts_region": region.name}
+        out.replace_all_uses_with(item, delete_user_cb=lambda user: user not in members)
+        items.append(item)
+        anchor = item
+    for node in reversed(region.nodes):
+        graph.erase_node(node)
+    return cond, items
+
+
+def _guard_regions(gm: fx.GraphModule, regions: list[Region], state: _StateInputs,
+                   order: int) -> dict[fx.Node, fx.Node]:
+    """Guard every region in turn; returns region node -> the cond that replaced it."""
     replaced: dict[fx.Node, fx.Node] = {}  # outputs of earlier regions -> their getitem
-    cond_of: dict[fx.Node, fx.Node] = {}  # region node -> the cond that replaces it
+    cond_of: dict[fx.Node, fx.Node] = {}
     for r, region in enumerate(regions):
-        members = set(region.nodes)
         region.inputs = [replaced.get(v, v) for v in region.inputs]
-        true_gm = _branch(gm, region, table_nodes[r], scalars, compute=True, order=settings.order)
-        false_gm = _branch(gm, region, table_nodes[r], scalars, compute=False,
-                           order=settings.order)
-        true_name, false_name = f"ts_compute_{r}", f"ts_forecast_{r}"
-        gm.add_submodule(true_name, true_gm)
-        gm.add_submodule(false_name, false_gm)
-        with graph.inserting_after(region.nodes[-1]):
-            true_attr = graph.get_attr(true_name)
-        with graph.inserting_after(true_attr):
-            false_attr = graph.get_attr(false_name)
-        with graph.inserting_after(false_attr):
-            operands = tuple([*region.inputs, *(row for rows in table_nodes[r] for row in rows),
-                              scalars])
-            cond = graph.call_function(torch.ops.higher_order.cond,
-                                       (pred, true_attr, false_attr, operands))
-            cond.meta["ts_region"] = region.name
-            cond.meta["example_value"] = tuple(example_value(o) for o in region.outputs)
+        outputs = list(region.outputs)
+        cond, items = _guard_region(gm, r, region, state, order)
         cond_of.update(dict.fromkeys(region.nodes, cond))
-        anchor = cond
-        for k, out in enumerate(region.outputs):
-            with graph.inserting_after(anchor):
-                item = graph.call_function(operator.getitem, (cond, k))
-            item.meta = {"example_value": example_value(out), "ts_region": region.name}
-            out.replace_all_uses_with(item, delete_user_cb=lambda user: user not in members)
-            replaced[out] = item
-            anchor = item
-        for node in reversed(region.nodes):
-            graph.erase_node(node)
+        replaced.update(zip(outputs, items))
+    return cond_of
 
-    # Outside nodes that read a region's output but sat between its nodes must now follow the
-    # cond; nothing else moves (an in-place write and the reads around it keep their order).
+
+def _order_around_conds(must_follow: dict[fx.Node, set[fx.Node]],
+                        cond_of: dict[fx.Node, fx.Node]) -> dict[fx.Node, set[fx.Node]]:
+    """`write_order`'s constraints with each region's nodes standing for its cond."""
     order = defaultdict(set)
     for node, firsts in must_follow.items():
         node = cond_of.get(node, node)
         order[node] |= {cond_of.get(first, first) for first in firsts} - {node}
-    stable_topological_sort(gm.graph, order)
-    gm.graph.lint()
+    return order
+
+
+def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphModule:
+    """Replace each region by torch.cond(compute: region + table update, else: forecast).
+
+    New inputs after the original ones: the table rows, `ts_scalars`, `ts_compute`; where they
+    are goes to ``gm.meta["ts_guards"]``."""
+    regions: list[Region] = gm.meta[REGIONS_KEY]
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    nodes_before = len(graph.nodes)
+    state = _add_state_inputs(graph, regions, settings, placeholders[-1])
+    # Which reads and writes of a written storage must stay on which side of the write; a
+    # region's nodes will be represented by its cond.
+    must_follow = write_order(graph)
+    cond_of = _guard_regions(gm, regions, state, settings.order)
+    # Outside nodes that read a region's output but sat between its nodes must now follow the
+    # cond; nothing else moves (an in-place write and the reads around it keep their order).
+    stable_topological_sort(graph, _order_around_conds(must_follow, cond_of))
+    graph.lint()
     gm.recompile()
     gm.meta[GUARDS_KEY] = GuardInfo(
-        num_user_inputs=len(placeholders), tables=specs,
+        num_user_inputs=len(placeholders), tables=state.specs,
         region_names=[r.name for r in regions],
         outputs_per_region=[len(r.outputs) for r in regions])
-    log.info("insert_guards: %d regions guarded, %d tables", len(regions), len(specs))
+    log.info("insert_guards: %d regions guarded, %d tables (%d row inputs); %d nodes moved into "
+             "the branches, graph %d -> %d nodes", len(regions), len(state.specs),
+             sum(len(rows) for ts in state.tables for rows in ts),
+             sum(len(r.nodes) for r in regions), nodes_before, len(graph.nodes))
     return gm

@@ -11,13 +11,16 @@ these functions say what may go and in which order the rest must run:
   view ops.
 - Any other node that Dynamo kept although nothing reads it (a user-less node in the graph it
   handed over) or that torch.fx calls impure is kept for its effect.
-- Sorting keeps the original order and only delays a node until its inputs exist; a region whose
+- Which reads and writes of a written storage must keep their order (`write_order`); the passes
+  sort with it after the surgery (`passes._surgery.stable_topological_sort`), and a region whose
   collapse into one point would move a read across a write is refused by `find_regions`.
+
+Read-only: the `mark_side_effects` pass sets the flag `has_effect` reads; the passes' private
+`_surgery` module deletes and reorders with these answers.
 """
 
 from __future__ import annotations
 
-import heapq
 import operator
 from collections import defaultdict
 from collections.abc import Collection
@@ -29,7 +32,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 
 from .regions import example_value
 
-KEPT_FOR_EFFECT = "ts_kept_for_effect"  # node meta flag, set by `mark_effects`
+KEPT_FOR_EFFECT = "ts_kept_for_effect"  # node meta flag, set by the `mark_side_effects` pass
 
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
                       operator.ifloordiv, operator.imod, operator.ipow, operator.iand,
@@ -84,14 +87,6 @@ def storages(node: fx.Node) -> frozenset:
     if value is None and node.op != "output":
         keys.add(node)
     return frozenset(keys)
-
-
-def mark_effects(graph: fx.Graph) -> None:
-    """Flag the nodes Dynamo kept although nothing reads them: they are there for an effect
-    (an in-place write, vmap nesting, an assert). Run on the graph as Dynamo hands it over."""
-    for node in graph.nodes:
-        if node.op not in ("placeholder", "output", "get_attr") and not node.users:
-            node.meta[KEPT_FOR_EFFECT] = True
 
 
 def has_effect(node: fx.Node) -> bool:
@@ -154,15 +149,6 @@ def live_nodes(graph: fx.Graph, opaque: Collection[fx.Node] = ()) -> set[fx.Node
             keep(w)
 
 
-def eliminate_dead_code(gm: fx.GraphModule) -> int:
-    """Erase what neither reaches the output nor has an observable effect; returns the count."""
-    live = live_nodes(gm.graph)
-    dead = [node for node in gm.graph.nodes if node not in live]
-    for node in reversed(dead):
-        gm.graph.erase_node(node)
-    return len(dead)
-
-
 def write_order(graph: fx.Graph) -> dict[fx.Node, set[fx.Node]]:
     """For each node, the nodes that must run before it because of an in-place write: every
     reader or writer of a written storage keeps its side of the write (taken from the current
@@ -182,41 +168,3 @@ def write_order(graph: fx.Graph) -> dict[fx.Node, set[fx.Node]]:
                     first, then = sorted((write, other), key=position.__getitem__)
                     after[then].add(first)
     return after
-
-
-def stable_topological_sort(graph: fx.Graph,
-                            after: dict[fx.Node, set[fx.Node]] | None = None) -> None:
-    """Reorder `graph` so every node follows its inputs (and the nodes `after[node]` names, e.g.
-    from `write_order`), moving as little as possible: a node is only delayed until what it needs
-    has run; everything else keeps its relative order."""
-    nodes = list(graph.nodes)
-    present = set(nodes)
-    position = {node: i for i, node in enumerate(nodes)}
-    after = after or {}
-    needs = {node: set(node.all_input_nodes) | (after.get(node, set()) & present) for node in nodes}
-    waiting_on: dict[fx.Node, list[fx.Node]] = defaultdict(list)
-    missing = {}
-    ready: list[tuple[int, int]] = []
-    for node in nodes:
-        missing[node] = len(needs[node])
-        for dep in needs[node]:
-            waiting_on[dep].append(node)
-        if not needs[node]:
-            heapq.heappush(ready, (position[node], id(node)))
-    by_id = {id(node): node for node in nodes}
-    order = []
-    while ready:
-        node = by_id[heapq.heappop(ready)[1]]
-        order.append(node)
-        for user in waiting_on[node]:
-            missing[user] -= 1
-            if missing[user] == 0:
-                heapq.heappush(ready, (position[user], id(user)))
-    if len(order) != len(nodes):
-        stuck = [n.name for n in nodes if missing[n] > 0][:5]
-        raise RuntimeError(f"ts_compile: no order satisfies the graph's dependencies ({stuck})")
-    cursor = order[0]
-    for node in order[1:]:
-        if cursor.next is not node:
-            cursor.append(node)
-        cursor = node

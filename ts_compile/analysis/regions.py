@@ -1,4 +1,5 @@
-"""What the passes share: the Region record, module-path normalisation, example values."""
+"""Regions and module paths: the Region record, module-path normalisation, module stacks, the
+model's declared block lists, example values."""
 
 from __future__ import annotations
 
@@ -8,19 +9,6 @@ import weakref
 
 import torch
 import torch.fx as fx
-
-# Keys the passes leave on `gm.meta` for the next pass and for `ts_compile.explain`.
-REGIONS_KEY = "ts_regions"
-SKIPPED_KEY = "ts_skipped_regions"
-# Set by the caller before the passes: paths of the module lists the model's own module tree
-# declares as its block stack (see `declared_block_lists`); empty when the model is not known or
-# declares nothing.
-BLOCK_LISTS_KEY = "ts_declared_block_lists"
-
-
-# Set by the caller when the whole graph is (part of) one block: Dynamo compiled a frame of a
-# block's own forward (a graph break in the model's loop), shared by every block of the list.
-WHOLE_GRAPH_REGION_KEY = "ts_whole_graph_region"
 
 
 def block_of(model: torch.nn.Module, module: torch.nn.Module,

@@ -1,0 +1,213 @@
+"""What each PyTorch lever does to a forecast step's cost: one fresh process per variant.
+
+    python benchmarks/call_overhead.py                     # every variant, --size tiny (~5 min)
+    python benchmarks/call_overhead.py --variants default,skip-module-guards --size cpu
+
+A forecast step is a call of the compiled model: Dynamo's frame entry and guard evaluation, the
+arguments gathered (every parameter is a graph input), the runtime, then the forecast graph. The
+method's floor is the same model with its block lists emptied (`benchmarks/speed.py`'s non-block
+step). Each variant runs in its own process (Dynamo's caches and global config do not leak
+between variants), compiles the taylorseer model (diffusers' schedule, 13 of 50 steps computed)
+and the non-block model with the same settings, alternates them over --repeats generations, and
+reports medians:
+
+  forecast step      a forecast step through the compiled model (perf_counter around the call)
+  graph alone        the compiled forecast graph called directly with one step's arguments
+  whole call, stubs  the compiled model with both graphs replaced by stubs (Dynamo + runtime)
+  non-block step     the floor model's step under the same variant
+  ratio              forecast step / non-block step (goal <= 1.2 at --size tiny)
+
+Variants (--variants, comma-separated):
+  default              nothing changed
+  ts-module-guards     guard_filter_fn=ts_compile.skip_module_guards (module tree checked once
+                       per generation instead; the floor keeps its guards: a plain compile)
+  skip-module-guards   guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe
+  keep-param-guards    skip nn-module guards except the parameters' tensor guards
+  recursive-dict-tags  torch._dynamo.config.use_recursive_dict_tags_for_guards = True
+  free-tensors         torch._dynamo.config.install_free_tensors = True
+  no-size-asserts      Inductor size_asserts=False (the generated code's input checks)
+  freezing             Inductor freezing=True (parameters folded as constants)
+  skip-guard-eval      torch.compiler.set_stance(skip_guard_eval_unsafe=True) after warm-up
+  ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+LEVERS = ("default", "ts-module-guards", "skip-module-guards", "keep-param-guards",
+          "recursive-dict-tags",
+          "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval")
+DEFAULT_VARIANTS = [*LEVERS, "ts-module-guards+no-size-asserts"]
+STEPS = 50
+
+
+def keep_parameter_guards(entries):
+    """Skip the guards on nn-module attributes, keep the parameters' tensor guards (dtype, device,
+    shape, strides) and everything outside the module tree."""
+    return [not e.orig_guard.source.is_unspecialized_nn_module() or e.guard_type == "TENSOR_MATCH"
+            for e in entries]
+
+
+def _settings(levers: list[str]) -> dict[str, Any]:
+    """The torch.compile options of both models (the taylorseer one adds its own); Dynamo config
+    levers are set here, process-wide."""
+    import ts_compile
+
+    shared: dict[str, Any] = {}
+    if "ts-module-guards" in levers:
+        shared["guard_filter_fn"] = ts_compile.skip_module_guards
+    if "skip-module-guards" in levers:
+        shared["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
+    if "keep-param-guards" in levers:
+        shared["guard_filter_fn"] = keep_parameter_guards
+    if "no-size-asserts" in levers:
+        shared["size_asserts"] = False
+    if "freezing" in levers:
+        shared["freezing"] = True
+    if "recursive-dict-tags" in levers:
+        torch._dynamo.config.use_recursive_dict_tags_for_guards = True
+    if "free-tensors" in levers:
+        torch._dynamo.config.install_free_tensors = True
+    return shared
+
+
+def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, Any]:
+    import speed
+    import ts_compile
+    from ts_compile.api import controller_of
+    from ts_compile.options import TaylorSeerOptions
+    from ts_compile.schedule import computed_steps
+
+    levers = variant.split("+")
+    shared = _settings(levers)
+    schedule = speed.diffusers_schedule(STEPS, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
+    model, noise, inputs = speed.build_model(size)
+    compiled = torch.compile(model, backend="taylorseer", options={
+        "schedule": schedule, "order": 2, "num_steps": STEPS, "compiler": compiler, **shared})
+    floor = torch.compile(speed.non_block_model(size), backend=compiler,
+                          options=dict(shared) or None)  # under the same variant
+    computed = set(computed_steps(TaylorSeerOptions(schedule=schedule, num_steps=STEPS), STEPS))
+    forecast, non_block = [], []
+    with torch.no_grad():
+        speed.sample(compiled, noise, inputs, STEPS)  # compiles
+        speed.sample(floor, noise, inputs, STEPS)
+        stance = None
+        if "skip-guard-eval" in levers:
+            stance = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+        try:
+            for _ in range(repeats):
+                ts_compile.reset(compiled)
+                times: list[float] = []
+                speed.sample(compiled, noise, inputs, STEPS, times)
+                forecast += [t for k, t in enumerate(times) if k not in computed]
+                times = []
+                speed.sample(floor, noise, inputs, STEPS, times)
+                non_block += times
+        finally:
+            if stance is not None:
+                torch.compiler.set_stance("default")
+        runtime = controller_of(compiled).runtimes[0]
+        graph_alone = _graph_alone(compiled, runtime, noise, inputs)
+        row = speed.Row("ts", "", compiled, sorted(computed), compiled=True, kind="ts",
+                        reset=lambda: ts_compile.reset(compiled))
+        whole_call = speed.whole_call_overhead(row, noise, inputs, STEPS, 2000)
+        recompiles = ts_compile.stats(compiled)["recompiles"]
+    f, n = statistics.median(forecast), statistics.median(non_block)
+    return dict(variant=variant, forecast_us=f * 1e6, graph_us=graph_alone * 1e6,
+                whole_call_us=whole_call * 1e6, non_block_us=n * 1e6, ratio=f / n,
+                recompiles=recompiles, load=os.getloadavg()[0])
+
+
+def _graph_alone(compiled, runtime, noise, inputs) -> float:
+    import speed
+    import ts_compile
+
+    captured = {}
+    kept = runtime.forecast_fn
+
+    def capture(*args):
+        captured.setdefault("args", args)
+        return kept(*args)
+
+    runtime.forecast_fn = capture
+    try:
+        ts_compile.reset(compiled)
+        speed.sample(compiled, noise, inputs, 10)
+    finally:
+        runtime.forecast_fn = kept
+    args = captured["args"]
+    times = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        kept(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated; each a '+'-joined list of: " + ", ".join(LEVERS))
+    parser.add_argument("--size", default="tiny", help="tiny or cpu (benchmarks/speed.py sizes)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed generations per model (5)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument("--compiler", default="inductor", choices=("inductor", "eager"),
+                        help="inner compiler of both models (eager: for the tests)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = sorted({lever for v in variants for lever in v.split("+")} - set(LEVERS))
+    if bad:
+        parser.error(f"unknown lever(s) {', '.join(bad)}; levers are {', '.join(LEVERS)}")
+    torch.set_num_threads(args.threads)
+    if args.one is not None:
+        print("RESULT " + json.dumps(measure(args.one, args.size, args.repeats, args.compiler)))
+        return 0
+    from tabulate import tabulate
+
+    cache = tempfile.mkdtemp(prefix="ts_overhead_inductor_")  # one cache: compiles once per graph
+    print(f"torch {torch.__version__}, --size {args.size}, --compiler {args.compiler}, "
+          f"{args.threads} thread(s), "
+          f"{args.repeats} generations of {STEPS} steps per model, diffusers' schedule (13/50); "
+          f"load average before {os.getloadavg()[0]:.2f}")
+    rows = []
+    for variant in variants:
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--size", args.size,
+               "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--compiler", args.compiler]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache))
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append([variant, "failed: " + tail[:120], "", "", "", "", "", ""])
+            continue
+        r = json.loads(line[len("RESULT "):])
+        rows.append([variant, f"{r['forecast_us']:.0f}", f"{r['graph_us']:.0f}",
+                     f"{r['whole_call_us']:.0f}", f"{r['non_block_us']:.0f}", f"{r['ratio']:.2f}",
+                     r["recompiles"], f"{r['load']:.1f}"])
+        print(f"  {variant}: done", flush=True)
+    print(tabulate(rows, headers=["variant", "forecast step us", "graph alone us",
+                                  "whole call, stubs us", "non-block step us",
+                                  "forecast / non-block", "recompiles", "load after"],
+                   tablefmt="github", disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The taylorseer backend under torch's nn-module guard filter (docs/performance.md, "Call overhead").
+
+`options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe, ...}` drops
+Dynamo's guards whose source is inside the module tree: most of a forecast step's cost at small
+sizes. What stays guarded, and so still recompiles: the user inputs (shape, dtype, strides), the
+grad mode, globals. What is then not seen: edits of module attributes after compiling (the
+documented price, pinned below so that a torch change shows up here).
+"""
+
+import pytest
+import torch
+
+import ts_compile
+
+from .conftest import compile_ts
+from .models import ModelSpec, block_paths, build_model, make_inputs
+from .reference import EagerTaylorSeer, official_schedule
+
+SPEC = ModelSpec(width=8, lists=(2, 2), pre_op=True, post_op=True, seed=5)
+SKIP_MODULE_GUARDS = torch.compiler.skip_guard_on_all_nn_modules_unsafe
+
+
+def _generation(compiled, reference, x, steps=8):
+    with torch.no_grad():
+        for step in range(steps):
+            t = torch.full((x.shape[0],), 1.0 - step / steps, dtype=x.dtype)
+            torch.testing.assert_close(compiled(x, t), reference(x, t), rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"step {step}: {m}")
+    ts_compile.reset(compiled)
+    reference.reset()
+
+
+def test_forecasts_equal_the_reference_under_the_filter():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=SKIP_MODULE_GUARDS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    _generation(compiled, reference, make_inputs(SPEC))
+    stats = ts_compile.stats(compiled)
+    assert stats["forecast_steps"] > 0 and not stats["fallbacks"]
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "strides"])
+def test_changed_inputs_still_recompile_under_the_filter(change):
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=SKIP_MODULE_GUARDS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    x = make_inputs(SPEC)
+    _generation(compiled, reference, x)
+    if change == "shape":
+        x = make_inputs(SPEC, batch=3, tokens=5)
+    elif change == "dtype":
+        model.double()
+        x = x.double()
+    else:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # same shape, other strides
+        assert x.stride() != make_inputs(SPEC).stride()
+    before = ts_compile.stats(compiled)["recompiles"]
+    _generation(compiled, reference, x)
+    assert ts_compile.stats(compiled)["recompiles"] == before + 1
+
+
+def test_grad_mode_is_still_guarded_under_the_filter():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=SKIP_MODULE_GUARDS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        compiled(x, t)
+    with pytest.warns(UserWarning, match="grad is enabled"):
+        out = compiled(x, t)  # a new graph: the plain compile, exact
+    torch.testing.assert_close(out, model(x, t), rtol=0, atol=0)
+
+
+class _Scaled(torch.nn.Module):
+    """A model whose forward reads a plain attribute (as a LoRA scale or a config flag is read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = build_model(SPEC)
+        self.scale = 1.0
+
+    def forward(self, x, t):
+        return self.inner(x, t) * self.scale
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_module_attribute_edits_are_what_the_filter_gives_up(filtered):
+    model = _Scaled()
+    options = dict(interval=3, warmup=2, order=2)
+    if filtered:
+        options["guard_filter_fn"] = SKIP_MODULE_GUARDS
+    compiled = compile_ts(model, **options)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        compiled(x, t)
+        ts_compile.reset(compiled)
+        model.scale = 2.0
+        got, want = compiled(x, t), model(x, t)  # a computed step (the generation's first)
+    if filtered:  # the documented price: the stale graph runs (scale 1.0)
+        torch.testing.assert_close(got, want / 2.0, rtol=0, atol=0)
+    else:  # the default guards see the edit and recompile
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ts_compile.skip_module_guards: the same guards dropped, the module tree checked per generation.
+
+OURS = ts_compile.skip_module_guards
+
+
+def test_ours_forecasts_equal_the_reference_and_a_quiet_model_never_trips_the_check():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    for _ in range(3):  # later generations compare the model with the snapshot
+        _generation(compiled, reference, make_inputs(SPEC))
+    stats = ts_compile.stats(compiled)
+    assert stats["forecast_steps"] > 0 and stats["recompiles"] == 0
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype"])
+def test_ours_still_recompiles_for_changed_inputs(change):
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+    x = make_inputs(SPEC)
+    _generation(compiled, reference, x)
+    if change == "shape":
+        x = make_inputs(SPEC, batch=3, tokens=5)
+    else:  # the model and its inputs in float64: the inputs' guards recompile
+        model.double()
+        x = x.double()
+    before = ts_compile.stats(compiled)["recompiles"]
+    _generation(compiled, reference, x)
+    assert ts_compile.stats(compiled)["recompiles"] == before + 1
+
+
+def test_ours_refuses_parameters_whose_dtype_changed_under_unchanged_inputs():
+    model = build_model(SPEC)
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        compiled(x, t)
+        ts_compile.reset(compiled)
+        model.double()  # float32 inputs still match the graph's guards
+        with pytest.raises(ts_compile.ModelEditedError, match=r"_parameters\['weight'\] layout"):
+            compiled(x, t)
+
+
+@pytest.mark.parametrize("edit", ["attribute", "submodule", "parameter", "hook"])
+def test_ours_refuses_a_model_edited_between_generations(edit):
+    model = _Scaled()
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        for _ in range(4):
+            compiled(x, t)
+        ts_compile.reset(compiled)
+        if edit == "attribute":
+            model.scale = 2.0
+            needle = r"the model\.scale: 1\.0 -> 2\.0"
+        elif edit == "submodule":
+            model.inner.post = torch.nn.Linear(SPEC.width, SPEC.width)
+            needle = r"inner\._modules\['post'\]: a Linear -> another Linear\)"
+        elif edit == "parameter":
+            model.inner.post.weight = torch.nn.Parameter(model.inner.post.weight.detach().clone())
+            needle = r"inner\.post\._parameters\['weight'\]: a tensor \(8, 8\) torch.float32 -> another"
+        else:
+            model.inner.register_forward_hook(lambda module, args, out: out * 2)
+            needle = r"inner\._forward_hooks count: 0 -> 1"
+        with pytest.raises(ts_compile.ModelEditedError, match=needle) as error:
+            compiled(x, t)
+    assert "torch._dynamo.reset()" in str(error.value)
+
+
+def test_ours_keeps_every_guard_of_a_plain_compile():
+    """A graph the backend compiled plainly (grad enabled) has no per-generation check: the
+    module guards stay, and an edit recompiles as without the filter."""
+    model = _Scaled()
+    compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with pytest.warns(UserWarning, match="grad is enabled"):
+        compiled(x, t)
+    model.scale = 3.0
+    torch.testing.assert_close(compiled(x, t), model(x, t), rtol=0, atol=0)
+
+
+def test_ours_refuses_a_second_instance_sharing_the_graph():
+    first, second = build_model(SPEC), build_model(SPEC)
+    a = compile_ts(first, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    b = compile_ts(second, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        a(x, t)
+        with pytest.raises(ts_compile.ModelEditedError, match="another model instance"):
+            b(x, t)
+
+
+def test_ours_on_a_diffusers_flux_raises_nothing_over_generations_and_matches_plain_filtering():
+    """diffusers' own forward writes nothing the check would mistake for an edit."""
+    from ts_compile.cli.toy_models import tiny_flux
+
+    model, make_step_inputs = tiny_flux(size="test")
+    ours = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
+    theirs = compile_ts(model, interval=3, warmup=2, order=2)
+    with torch.no_grad():
+        for _ in range(3):
+            for step in range(8):
+                kwargs = make_step_inputs(step, 8)
+                torch.testing.assert_close(ours(**kwargs)[0], theirs(**kwargs)[0], rtol=0, atol=0)
+            ts_compile.reset(ours)
+            ts_compile.reset(theirs)
+    assert ts_compile.stats(ours)["forecast_steps"] > 0

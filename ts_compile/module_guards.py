@@ -1,0 +1,170 @@
+"""Dynamo's module guards moved from every call to every generation.
+
+Dynamo guards a compiled model's module tree on every call: each parameter's dtype, device, shape
+and strides, each attribute the trace read, each hooks dict. On a forecast step of a small model
+these guards cost more than the forecast graph (docs/performance.md, "Call overhead").
+`torch.compiler.skip_guard_on_all_nn_modules_unsafe` drops them, and with them every check that
+the model was not edited after compiling: an edited attribute then runs the stale graph, silently.
+
+`skip_module_guards` drops the same guards and has the runtime check the module tree once per
+generation instead, at its first step (a computed step; `ModuleSnapshot.changes`): the attribute
+values (by identity), the submodules, parameters and buffers (by identity, with their dtype,
+device, shape and strides) and the hooks dicts' sizes against a snapshot taken when the graph was
+compiled. An edit found there raises `ModelEditedError`, naming what changed and the fix. Guards
+outside the module tree stay as they are (the inputs' shapes, dtypes, strides and devices, the
+grad mode, globals), so a changed input still recompiles.
+
+What it does not see: an edit inside a container attribute (a list or dict changed in place), and
+an edit in the middle of a generation until the next generation starts (a forecast extrapolates
+the outputs computed before the edit anyway).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["ModelEditedError", "ModuleSnapshot", "skip_module_guards"]
+
+_TREE_DICTS = ("_parameters", "_buffers", "_modules")
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+               "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+               "_load_state_dict_pre_hooks", "_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+class ModelEditedError(RuntimeError):
+    """The model was edited after it was compiled with `skip_module_guards`."""
+
+
+def _tensor_facts(tensor: torch.Tensor) -> tuple:
+    return tensor.dtype, tensor.device, tuple(tensor.shape), tensor.stride()
+
+
+def _module_facts(module: torch.nn.Module) -> dict[str, Any]:
+    """What a module's graph may depend on: attributes (kept by identity), tree entries (by
+    identity, tensors with their layout) and the number of hooks of each kind."""
+    facts: dict[str, Any] = {}
+    for name, value in vars(module).items():
+        if name in _TREE_DICTS:
+            for key, entry in value.items():
+                facts[f"{name}[{key!r}]"] = entry
+                if isinstance(entry, torch.Tensor):
+                    facts[f"{name}[{key!r}] layout"] = _tensor_facts(entry)
+        elif name in _HOOK_DICTS:
+            facts[f"{name} count"] = len(value)
+        else:
+            facts[name] = value
+    return facts
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    # Layout tuples, hook counts and equal small constants rebuilt by the model's own code.
+    if isinstance(a, (tuple, int, float, str, bool)) and type(a) is type(b):
+        return a == b
+    return False
+
+
+def _fingerprint(modules: list[torch.nn.Module]) -> tuple:
+    """A cheap summary that is equal as long as nothing `_module_facts` sees has changed: the
+    identities of every attribute and tree entry (the snapshot keeps them alive, so an id is not
+    reused) and the tensors' layouts."""
+    parts = []
+    for module in modules:
+        attrs = vars(module)
+        parts.append(tuple(attrs))
+        parts.append(tuple(map(id, attrs.values())))
+        for name in _TREE_DICTS:
+            entries = attrs[name]
+            parts.append(tuple(entries))
+            parts.append(tuple(map(id, entries.values())))
+            parts.append(tuple(_tensor_facts(t) for t in entries.values()
+                               if isinstance(t, torch.Tensor)))
+        parts.append(tuple(len(attrs[name]) for name in _HOOK_DICTS if name in attrs))
+    return tuple(parts)
+
+
+class ModuleSnapshot:
+    """The facts of every module of a model at one moment, to compare with later."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self.facts = {path: _module_facts(m) for path, m in self.modules.items()}
+        self.fingerprint = _fingerprint(list(self.modules.values()))
+
+    def changes(self, model: torch.nn.Module) -> list[str]:
+        """What differs in `model` from the snapshot ("" paths are the root)."""
+        if model is not self.model:
+            return [f"another model instance ({type(model).__name__} at {id(model):#x}) runs a "
+                    "graph compiled for the first one"]
+        modules = dict(model.named_modules())
+        if modules.keys() == self.modules.keys() and all(
+                a is b for a, b in zip(modules.values(), self.modules.values())):
+            if _fingerprint(list(modules.values())) == self.fingerprint:
+                return []  # the fast path, every generation of an unedited model
+        now = {path: _module_facts(m) for path, m in modules.items()}
+        found: list[str] = []
+        for path in sorted(self.facts.keys() | now.keys()):
+            before, after = self.facts.get(path), now.get(path)
+            where = path or "the model"
+            if before is None or after is None or self.modules[path] is not modules[path]:
+                continue  # added, removed or replaced: its parent's `_modules` entry says so
+            for key in sorted(before.keys() | after.keys()):
+                if key not in before or key not in after:
+                    found.append(f"{where}.{key}: {'added' if key not in before else 'removed'}")
+                elif not _same(before[key], after[key]):
+                    was, now_is = _short(before[key]), _short(after[key])
+                    if was == now_is and was.startswith("a "):
+                        now_is = "another" + now_is[1:]
+                    found.append(f"{where}.{key}: {was} -> {now_is}")
+        return found
+
+    def verify(self, model: torch.nn.Module) -> None:
+        found = self.changes(model)
+        if found:
+            listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+            raise ModelEditedError(
+                f"ts_compile: the model was edited after torch.compile ({listed}). It was compiled "
+                "with guard_filter_fn=ts_compile.skip_module_guards, so Dynamo does not recompile "
+                "for module edits: compile again after editing (torch._dynamo.reset(), then "
+                "torch.compile), or drop the guard filter to let Dynamo recompile by itself.")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor {tuple(value.shape)} {value.dtype}"
+    if isinstance(value, torch.nn.Module):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# The graph compiled last on this thread, waiting for Dynamo to build its guards: the filter runs
+# right after the backend returns, on the same thread (torch._dynamo.guards.CheckFunctionManager).
+_compiled = threading.local()
+
+
+def compiled_now(runtime: Any, model: torch.nn.Module | None) -> None:
+    """Called by the backend for each graph it returns (runtime None for a plain compile)."""
+    _compiled.last = (runtime, model)
+
+
+def skip_module_guards(entries: Sequence[Any]) -> list[bool]:
+    """A `guard_filter_fn` for `torch.compile(..., options={"guard_filter_fn": ...})`: drop the
+    guards on the module tree, and check the module tree once per generation instead."""
+    runtime, model = getattr(_compiled, "last", (None, None))
+    _compiled.last = (None, None)
+    if runtime is not None and model is not None:
+        runtime.module_snapshot = ModuleSnapshot(model)
+        keep_modules = False
+    else:  # a plain compile (no taylorseer graph, nothing to check per generation): keep them
+        keep_modules = True
+    return [keep_modules or not entry.orig_guard.source.is_unspecialized_nn_module()
+            for entry in entries]
