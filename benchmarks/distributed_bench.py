@@ -37,17 +37,15 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
+from ts_compile.cli.toy_models import FLUX_CONFIGS  # noqa: E402
+
 MODES = ("ulysses", "ring", "tp")
 MODELS = ("flux", "wan")
 # (config, latent shape); tiny = the test suite's models.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": {  # CPU: a few tens of ms per step in one process
-        "flux": dict(config=dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
-                                 attention_head_dim=32, num_attention_heads=4,
-                                 joint_attention_dim=256, pooled_projection_dim=256,
-                                 axes_dims_rope=(8, 12, 12), guidance_embeds=False),
-                     grid=32, text=32),
+        "flux": dict(config=dict(FLUX_CONFIGS["bench"], guidance_embeds=False), grid=32, text=32),
         "wan": dict(config=dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
                                 in_channels=16, out_channels=16, text_dim=256, freq_dim=256,
                                 ffn_dim=512, num_layers=4, rope_max_seq_len=64),

@@ -41,13 +41,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import ts_compile  # noqa: E402
 from ts_compile.artefact import read_manifest as load_manifest  # noqa: E402
+from ts_compile.cli.toy_models import FLUX_CONFIGS  # noqa: E402
 from ts_compile.deploy import FORMATS, export, load, package_sizes  # noqa: E402
 from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: E402
 
 OPTIONS = {"order": 2, "interval": 3, "warmup": 2}
-FLUX_CONFIG = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
-                   attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                   pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+FLUX_CONFIG = dict(FLUX_CONFIGS["test"], num_single_layers=2)
 
 
 def build_flux(device: torch.device):

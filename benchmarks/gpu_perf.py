@@ -31,15 +31,15 @@ from tabulate import tabulate
 
 import ts_compile
 from ts_compile.api import controller_of
+from ts_compile.cli.toy_models import FLUX_CONFIGS
 from ts_compile.integrations.diffusers_inputs import flux_image_ids
 from ts_compile.schedule import computed_steps
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24,
                 joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
                 axes_dims_rope=(16, 56, 56))
-TINY = dict(patch_size=1, in_channels=16, attention_head_dim=16, num_attention_heads=2,
-            joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
-            axes_dims_rope=(4, 6, 6))
+# the block counts come from the command line (build)
+TINY = dict(FLUX_CONFIGS["test"], pooled_projection_dim=16, guidance_embeds=True)
 
 
 def build(device: str, tiny: bool, double: int, single: int, resolution: int, text_tokens: int):

@@ -26,7 +26,6 @@ calling the model twice per step keeps two tables).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from tabulate import tabulate
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import ts_compile  # noqa: E402
+from ts_compile.calling import state_bytes  # noqa: E402
 from ts_compile.integrations.diffusers_inputs import (  # noqa: E402
     PRESETS, build_model, example_inputs)
 
@@ -48,10 +48,6 @@ GiB = 2 ** 30
 # in ts_compile/integrations/diffusers_inputs.py, shared with `python -m ts_compile explain`)
 PRESET_OF = {"flux": "flux-dev", "dit": "dit-xl-2", "hunyuan_video": "hunyuan-video",
              "sd3": "sd3-medium", "pixart": "pixart-alpha", "wan": "wan2.1-1.3b"}
-
-
-def _numel(shape) -> int:
-    return math.prod(int(d) for d in shape)
 
 
 def _explain(model, kwargs, cut, order):
@@ -67,12 +63,11 @@ def _explain(model, kwargs, cut, order):
 
 def _official_bytes(model, kwargs, paths, order) -> int:
     """(order + 1) x every tensor output of every paper-cut module, bf16 (forward hooks)."""
-    total = 0
+    shapes = []
 
     def hook(module, args, out):
-        nonlocal total
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        total += sum(_numel(o.shape) for o in outs if isinstance(o, torch.Tensor))
+        shapes.extend(o.shape for o in outs if isinstance(o, torch.Tensor))
 
     handles = [model.get_submodule(p).register_forward_hook(hook) for p in paths]
     try:
@@ -81,7 +76,7 @@ def _official_bytes(model, kwargs, paths, order) -> int:
     finally:
         for h in handles:
             h.remove()
-    return (order + 1) * total * 2
+    return state_bytes(shapes, order, torch.bfloat16)
 
 
 def _fmt(nbytes: int) -> str:
@@ -119,7 +114,8 @@ def real_table(names, order):
         try:
             block = _explain(model, kwargs, "block", order)
             paper = _explain(model, kwargs, "paper", order)
-            paper_bf16 = (order + 1) * sum(_numel(s) for _, _, s, _ in paper.live_outputs) * 2
+            paper_bf16 = state_bytes([s for _, _, s, _ in paper.live_outputs], order,
+                                     torch.bfloat16)
             official = _official_bytes(model, kwargs, paper.regions, order)
             method = "meta trace"
         except Exception as err:  # noqa: BLE001 - report, do not hide

@@ -12,10 +12,32 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
+# The backend's form compile_ts uses: "string" (backend="taylorseer", options={...}) or "object"
+# (backend=ts_compile.TaylorSeerBackend(...)); the `backend_form` fixture runs a test with both.
+BACKEND_FORM = {"form": "string"}
+
+
+def backend_kwargs(**options):
+    """torch.compile's backend arguments for `options`, in the form under test."""
+    if BACKEND_FORM["form"] == "object":
+        from ts_compile import TaylorSeerBackend
+
+        return {"backend": TaylorSeerBackend(**options)}
+    return {"backend": "taylorseer", "options": options}
+
+
 def compile_ts(model, fullgraph=True, **options):
     """torch.compile with the taylorseer backend; eager inner compiler unless a test asks."""
     options.setdefault("compiler", "eager")
-    return torch.compile(model, backend="taylorseer", options=options, fullgraph=fullgraph)
+    return torch.compile(model, fullgraph=fullgraph, **backend_kwargs(**options))
+
+
+@pytest.fixture(params=["string", "object"])
+def backend_form(request):
+    """Run the test with `backend="taylorseer"` and with a `TaylorSeerBackend` object."""
+    BACKEND_FORM["form"] = request.param
+    yield request.param
+    BACKEND_FORM["form"] = "string"
 
 
 @pytest.fixture

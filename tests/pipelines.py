@@ -19,6 +19,8 @@ import contextlib
 import torch
 from torch import nn
 
+from ts_compile.cli.toy_models import FLUX_CONFIGS
+
 from .reference import EagerTaylorSeer, official_schedule
 
 DEFAULT_CONTEXT = "default"
@@ -150,10 +152,7 @@ def flux_pipeline(seed: int = 0, cfg: bool = False):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-        axes_dims_rope=(4, 6, 6)).eval()
+    transformer = FluxTransformer2DModel(**dict(FLUX_CONFIGS["test"], num_single_layers=2)).eval()
     vae = _tiny_vae(seed + 1, use_quant_conv=False, use_post_quant_conv=False,
                     shift_factor=0.0609, scaling_factor=1.5035)
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None,

@@ -46,6 +46,7 @@ def test_matches_reference_every_step(spec, order, interval, warmup):
     assert stats["forecast_steps"] == 2 * (14 - expected_computed)
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_all_compute_schedule_reproduces_uncompiled_model():
     model = build_model(TUPLE_OUT)
     x = make_inputs(TUPLE_OUT)
@@ -71,6 +72,7 @@ def test_linear_trajectories_are_forecast_exactly(degree, order):
     assert ts_compile.stats(compiled)["forecast_steps"] > 0
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_num_steps_resets_state_by_itself():
     model = build_model(TENSOR_OUT)
     x = make_inputs(TENSOR_OUT)
@@ -97,6 +99,7 @@ def test_first_call_computes_even_if_schedule_says_forecast():
     assert ts_compile.stats(compiled)["computed_steps"] == 2
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_two_compiled_copies_of_one_model_keep_separate_state():
     model = build_model(TENSOR_OUT)
     x = make_inputs(TENSOR_OUT)
@@ -126,6 +129,7 @@ def test_state_memory_is_order_plus_one_times_live_outputs():
     assert stats["state_bytes"] == (3 + 1) * 2 * (2 * 5 * 16) * 4
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_no_recompiles_or_graph_breaks_over_three_generations():
     from torch._dynamo.utils import counters
 
@@ -148,6 +152,7 @@ def test_no_recompiles_or_graph_breaks_over_three_generations():
     assert counters["stats"]["unique_graphs"] == 1
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_grad_enabled_falls_back_to_plain_compile_with_one_warning():
     model = build_model(TENSOR_OUT)
     x = make_inputs(TENSOR_OUT)
@@ -160,6 +165,7 @@ def test_grad_enabled_falls_back_to_plain_compile_with_one_warning():
     assert "grad is enabled" in ts_compile.stats(compiled)["fallbacks"][0]
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_no_blocks_falls_back_to_plain_compile():
     model = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 3))
     compiled = compile_ts(model)
@@ -184,12 +190,26 @@ def test_cut_patterns_select_submodules():
     assert stats["regions"] == paths and stats["live_outputs"] == 3
 
 
+@pytest.mark.usefixtures("backend_form")
 def test_reset_and_stats_name_the_problem_for_wrong_objects():
     with pytest.raises(TypeError, match="pass the compiled object"):
         ts_compile.reset(nn.Linear(2, 2))
     compiled = compile_ts(build_model(TENSOR_OUT))
     ts_compile.reset(compiled)  # before the first call: nothing to reset, no error
     assert ts_compile.stats(compiled)["graphs"] == 0
+
+
+def test_explain_and_stats_count_the_same_state_bytes():
+    # one formula (calling.state_bytes) behind both, in the state dtype, not the model's
+    spec = ModelSpec(width=16, lists=(4,), tuple_out=True)
+    model = build_model(spec)
+    x = make_inputs(spec, batch=2, tokens=5)
+    options = {"order": 2, "state_dtype": "bfloat16"}
+    (report,) = ts_compile.explain(model, x, torch.tensor(0.0), options=options)
+    compiled = compile_ts(model, **options)
+    with torch.no_grad():
+        compiled(x, torch.tensor(0.0))
+    assert ts_compile.stats(compiled)["state_bytes"] == report.state_bytes == 3 * 2 * (2 * 5 * 16) * 2
 
 
 def test_explain_reports_regions_and_state_without_generation():
@@ -267,3 +287,52 @@ def test_dtype_change_mid_generation_warns_and_recomputes():
             out = compiled(x16, t16)
     torch.testing.assert_close(out, model(x16, t16))
     assert ts_compile.stats(compiled)["forecast_steps"] == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# the backend object (ts_compile.TaylorSeerBackend), the canonical form of backend="taylorseer"
+# ------------------------------------------------------------------------------------------------
+def test_backend_object_checks_its_options_when_made():
+    with pytest.raises(ts_compile.OptionError, match="interval"):
+        ts_compile.TaylorSeerBackend(interval=0)
+    with pytest.raises(ts_compile.OptionError, match="unknown option 'intervall'"):
+        ts_compile.TaylorSeerBackend({"intervall": 3})
+    settings = ts_compile.TaylorSeerOptions(order=3, interval=4)
+    assert ts_compile.TaylorSeerBackend(settings).options == settings
+    assert ts_compile.TaylorSeerBackend(settings, interval=2).options.interval == 2
+    assert ts_compile.TaylorSeerBackend(order=3, interval=4) == ts_compile.TaylorSeerBackend(settings)
+    assert ts_compile.TaylorSeerBackend(order=3) != ts_compile.TaylorSeerBackend(order=2)
+    beside = torch.compile(build_model(TENSOR_OUT), options={"interval": 3},
+                           backend=ts_compile.TaylorSeerBackend(compiler="eager"))
+    with torch.no_grad(), pytest.raises(ts_compile.OptionError, match="carries its own options"):
+        beside(make_inputs(TENSOR_OUT), torch.tensor(1.0))
+
+
+def test_backend_object_given_to_two_compile_calls_is_refused():
+    # one object holds one controller: two models' generations would mix in it
+    backend = ts_compile.TaylorSeerBackend(compiler="eager", interval=3)
+    x = make_inputs(TENSOR_OUT)
+    first = torch.compile(build_model(TENSOR_OUT), backend=backend, fullgraph=True)
+    second = torch.compile(build_model(TENSOR_OUT), backend=backend, fullgraph=True)
+    with torch.no_grad():
+        first(x, torch.tensor(1.0))
+        with pytest.raises(ts_compile.OptionError, match="two torch.compile calls"):
+            second(x, torch.tensor(1.0))
+    with pytest.raises(ts_compile.OptionError, match="Make one per call"):
+        ts_compile.stats(second)
+    assert ts_compile.stats(first)["computed_steps"] == 1
+
+
+def test_backend_object_and_string_with_equal_options_run_alike():
+    model = build_model(TENSOR_OUT)
+    x = make_inputs(TENSOR_OUT)
+    options = dict(compiler="eager", order=2, interval=3, warmup=1)
+    by_name = torch.compile(model, backend="taylorseer", options=options, fullgraph=True)
+    by_object = torch.compile(model, backend=ts_compile.TaylorSeerBackend(**options),
+                              fullgraph=True)
+    with torch.no_grad():
+        for step in range(7):
+            t = torch.tensor(1 - step / 7)
+            torch.testing.assert_close(by_object(x, t), by_name(x, t), rtol=0, atol=0)
+    assert ts_compile.stats(by_object) == ts_compile.stats(by_name)
+    assert ts_compile.stats(by_object)["forecast_steps"] > 0

@@ -27,6 +27,8 @@ import pytest
 import torch
 
 import ts_compile
+from ts_compile.cli.toy_models import FLUX_CONFIGS
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
 from ts_compile.options import TaylorSeerOptions
 from ts_compile.schedule import computed_steps
 
@@ -72,10 +74,7 @@ def diffusers_schedule(num_steps: int, cache_interval: int, disable_cache_before
 
 def flux_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-        axes_dims_rope=(4, 6, 6)).eval()
+    return FluxTransformer2DModel(**FLUX_CONFIGS["test"]).eval()
 
 
 def dit_model() -> torch.nn.Module:
@@ -97,9 +96,7 @@ class FluxCase:
         self.x0 = torch.randn(1, 64, 16, generator=g)
         self.encoder_hidden_states = torch.randn(1, 8, 32, generator=g)
         self.pooled = torch.randn(1, 32, generator=g)
-        rows = torch.arange(8, dtype=torch.float32)
-        self.img_ids = torch.stack(
-            [torch.zeros(64), rows.repeat_interleave(8), rows.repeat(8)], dim=1)
+        self.img_ids = flux_image_ids(8, 8)
         self.txt_ids = torch.zeros(8, 3)
 
     def kwargs(self, x: torch.Tensor, step: int) -> dict:

@@ -58,6 +58,7 @@ def test_flux_matches_dynamo_path_every_step_without_dynamo(flux):
     assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
         TaylorSeerOptions(**OPTIONS), 10))
     assert ts_compile.stats(runner) == runner.stats()
+    assert runner.stats()["state_bytes"] == runner.manifest["state"]["bytes"]
     same_stats(runner, compiled)
     # forecast steps really forecast (the blocks did not run): differs from the plain model
     with torch.no_grad():

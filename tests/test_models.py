@@ -19,6 +19,7 @@ import torch.nn as nn
 import ts_compile
 from ts_compile.api import controller_of
 from ts_compile.analysis.regions import module_stack
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
 
 from .conftest import compile_ts
 from .diffusers_models import BUILDERS
@@ -221,9 +222,8 @@ def test_flux_with_dynamic_shapes_forecasts_every_block_at_two_resolutions():
 
     def smaller(step, num_steps):  # 6x6 instead of 8x8 image tokens: a new size
         kwargs = make_kwargs(step, num_steps)
-        grid = torch.stack(torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij"), -1)
         return dict(kwargs, hidden_states=kwargs["hidden_states"][:, :36],
-                    img_ids=torch.cat([torch.zeros(36, 1), grid.reshape(36, 2).float()], 1))
+                    img_ids=flux_image_ids(6, 6))
 
     stats = _assert_matches_reference(model, smaller, compiled, paths)
     assert stats["regions"] == paths

@@ -22,6 +22,9 @@ pytest.importorskip("PIL")
 from quality_lib import metrics as M  # noqa: E402
 from quality_lib import models  # noqa: E402
 
+from ts_compile.cli.demo_digits import pack, unpack  # noqa: E402
+from ts_compile.integrations.diffusers_inputs import flux_image_ids  # noqa: E402
+
 
 def test_metrics_known_values():
     g = torch.Generator().manual_seed(0)
@@ -48,16 +51,16 @@ def test_metrics_known_values():
 
 def test_flux_packing_matches_fluxpipeline():
     x = torch.randn(3, 1, 8, 8)
-    tokens = models.pack_latents(x)
+    tokens = pack(x)
     assert tokens.shape == (3, 16, 4)
-    assert torch.equal(models.unpack_latents(tokens), x)
+    assert torch.equal(unpack(tokens, 8, 8), x)
     try:
         from diffusers import FluxPipeline
     except Exception:  # transformers missing: FluxPipeline refuses to import
         pytest.skip("FluxPipeline not importable")
     assert torch.equal(tokens, FluxPipeline._pack_latents(x, 3, 1, 8, 8))
     ids = FluxPipeline._prepare_latent_image_ids(3, 4, 4, torch.device("cpu"), torch.float32)
-    assert torch.equal(models.latent_image_ids(4, 4), ids)
+    assert torch.equal(flux_image_ids(4, 4), ids)  # the one FLUX ids builder
 
 
 def test_committed_flux_checkpoint_format():
@@ -150,3 +153,15 @@ def test_measured_flops_of_compiled_graphs():
     assert fora["compute_step_flops"] == full["generation_flops"] // 12
     assert 0 < fora["forecast_step_flops"] < fora["compute_step_flops"] / 10
     assert fora["generation_flops"] == 4 * fora["compute_step_flops"] + 8 * fora["forecast_step_flops"]
+
+
+@pytest.mark.parametrize("kind", ["dit", "flux"])
+def test_both_training_commands_run_the_one_entry(kind, tmp_path):
+    import subprocess
+
+    out = tmp_path / kind
+    subprocess.run([sys.executable, os.path.join(BENCH, f"train_{kind}.py"), "--steps", "1",
+                    "--out", str(out)], check=True, cwd=tmp_path, timeout=600,
+                   capture_output=True)
+    record = json.loads((out / "train_log.json").read_text())
+    assert record["model"] == kind and record["steps"] == 1 and record["load_at_end"]

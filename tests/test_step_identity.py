@@ -21,13 +21,14 @@ from ts_compile import stepping
 from ts_compile.api import controller_of
 from ts_compile.lane import LATE_CLOCK
 
-from .conftest import compile_ts
+from .conftest import backend_kwargs, compile_ts
 from .models import ModelSpec, block_paths, build_model, make_inputs
 from .reference import EagerTaylorSeer, official_schedule
 
 SPEC = ModelSpec(width=8, lists=(2, 2), pre_op=True, post_op=True, seed=5)
 ORDER, INTERVAL, WARMUP = 2, 3, 1
 TOL = dict(rtol=1e-5, atol=1e-5)
+pytestmark = pytest.mark.usefixtures("backend_form")  # backend="taylorseer" and the object form
 
 
 class CondModel(nn.Module):
@@ -402,7 +403,7 @@ def test_copies_with_different_options_keep_different_schedules():
 def test_model_compile_in_place_and_compiled_functions_are_placed_too():
     x = make_inputs(SPEC)
     in_place = build_model(SPEC)
-    in_place.compile(backend="taylorseer", options={"compiler": "eager", "interval": INTERVAL})
+    in_place.compile(**backend_kwargs(compiler="eager", interval=INTERVAL))
     inner = build_model(SPEC)
     function = compile_ts(lambda x, t: inner(x, t), interval=INTERVAL)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """ts-compile: TaylorSeer feature forecasting for diffusion transformers, as a torch.compile backend.
 
     compiled = torch.compile(model, backend="taylorseer", options={"interval": 5, "order": 2})
+    compiled = torch.compile(model, backend=ts_compile.TaylorSeerBackend(interval=5, order=2))
     ts_compile.reset(compiled)   # between generations (or: with ts_compile.generation(compiled):)
     ts_compile.stats(compiled)   # what happened
     ts_compile.export(model, args, kwargs, options=..., path=...)   # AOTInductor artefact
@@ -15,6 +16,16 @@ from .options import OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
 __all__ = ["ArtefactError", "ExportedTaylorSeer", "ModelEditedError", "OptionError",
-           "TaylorSeerOptions", "branch", "computed_steps", "explain", "export", "flops_speedup",
-           "generation", "is_computed_step", "load", "reset", "skip_module_guards", "stats"]
+           "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps", "explain", "export",
+           "flops_speedup", "generation", "is_computed_step", "load", "reset", "skip_module_guards",
+           "stats"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The backend module loads Dynamo: only when the object form is asked for.
+    if name == "TaylorSeerBackend":
+        from .backend import TaylorSeerBackend
+
+        return TaylorSeerBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

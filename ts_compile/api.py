@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ._compat import compile_isolated
+from .calling import StateLayout
 from .compile_calls import controller_of_compiled
 from .options import TaylorSeerOptions
 from .passes import NotApplicable, build_graphs, declared_block_lists
@@ -174,9 +175,8 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
         except NotApplicable as err:
             found.append(Explanation([], [], [], 0, str(err), ""))
             return gm
-        itemsize = torch.empty((), dtype=settings.torch_state_dtype).element_size()
         live = [(t.region, t.output_index, t.shape, t.dtype) for t in graphs.guards.tables]
-        nbytes = sum((settings.order + 1) * _numel(t.shape) * itemsize for t in graphs.guards.tables)
+        nbytes = StateLayout.of(graphs.guards.tables, settings).nbytes()
         found.append(Explanation([r.name for r in graphs.regions], graphs.skipped, live, nbytes,
                                  None, graphs.guarded.print_readable(print_output=False)))
         return gm
@@ -192,9 +192,3 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
             "torch._dynamo.reset() first.")
     return found
 
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .calling import StateLayout
 from .options import TaylorSeerOptions
 
 FORMAT = "ts-compile-taylorseer"
@@ -140,12 +141,12 @@ def program_inputs(manifest: Mapping[str, Any]) -> list[InputSpec]:
                                    tuple(leaf["shape"]), tuple(leaf["stride"]),
                                    DTYPES[leaf["dtype"]]))
     state = manifest["state"]
-    state_dtype = DTYPES[state["dtype"]]
-    for k, table in enumerate(state["tables"]):
-        shape = tuple(table["shape"])
-        for row in range(state["order"] + 1):
-            specs.append(InputSpec(f"state.tables[{k}]", f"Taylor table {k} row {row}", shape,
-                                   tuple(contiguous_strides(list(shape))), state_dtype))
+    layout = StateLayout.from_manifest(state)
+    rows = layout.row_shapes(layout.static_shapes())
+    for i, shape in enumerate(rows):  # each table's rows in turn (calling.py)
+        k, row = divmod(i, layout.rows_per_table)
+        specs.append(InputSpec(f"state.tables[{k}]", f"Taylor table {k} row {row}", shape,
+                               tuple(contiguous_strides(list(shape))), layout.dtype))
     length = state["scalars_length"]
     specs.append(InputSpec("state.scalars_length", "the per-step scalars", (length,), (1,),
                            torch.float32))

@@ -12,10 +12,11 @@ backend warns once and returns a correct plain compile of the same graph.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-import sys
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,27 +24,17 @@ import torch.fx as fx
 from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
-from .compile_calls import controller_for_current_compile, model_of_running_call
+from .calling import StateLayout, clock_position, first_positions, time_position
+from .compile_calls import (backend_for_current_compile, controller_for_current_compile,
+                            model_of_running_call)
 from .integrations import attach_to_diffusers_model
 from .module_guards import compiled_now
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, block_of, build_graphs, declared_block_lists
-from .runtime import GraphRuntime
+from .runtime import Controller, GraphRuntime
 from .state import TableShapes, TaylorState
-from .stepping import TIME_INPUT_NAMES
 
 log = logging.getLogger(__name__)
-
-
-def _compile_wrapper_frame_owner() -> Any | None:
-    """The `_TorchCompileWrapper` of the `torch.compile` call being compiled, if any."""
-    wrapper_code = torch._TorchCompileWrapper.__call__.__code__
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is wrapper_code:
-            return frame.f_locals.get("self")
-        frame = frame.f_back
-    return None
 
 
 class _PassThroughOptionError(OptionError, ShortenTraceback):
@@ -139,40 +130,19 @@ def _input_labels(graphs) -> list[str]:
     return labels
 
 
-def input_index(graphs, example_inputs: Sequence[Any], name: str | None) -> int | None:
-    """Position, among the graph's inputs, of the tensor argument `name` (None if absent)."""
-    if name is None:
-        return None
-    pattern = re.compile(r"\[['\"]" + re.escape(name) + r"['\"]\]$")
+_ARGUMENT_NAME = re.compile(r"\[['\"]([^'\"]+)['\"]\]$")  # L['x'], L['kwargs']['x'] -> x
+
+
+def tensor_input_positions(graphs, example_inputs: Sequence[Any]) -> dict[str, int]:
+    """Argument name -> position among the graph's inputs, for the tensors Dynamo's sources
+    name (parameters and buffers are no arguments)."""
+    named = []
     for index, label in enumerate(_input_labels(graphs)):
-        if pattern.search(label) and isinstance(example_inputs[index], torch.Tensor):
-            return index
-    return None
-
-
-def time_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
-    """Position, among the graph's inputs, of the argument the forecast's time is read from."""
-    if options.time == "step":
-        return None
-    index = input_index(graphs, example_inputs, options.time_input)
-    if index is None:
-        names = [n for n in _input_labels(graphs) if "parameters" not in n]
-        raise OptionError(
-            f"ts_compile: option time={options.time!r} reads the forward argument "
-            f"{options.time_input!r}, but no tensor input of that name reaches the graph "
-            f"(inputs: {', '.join(names) or 'none'}); pass the time as a tensor, set time_input "
-            "to the argument's name, or use time='step'.")
-    return index
-
-
-def clock_input_index(graphs, example_inputs: Sequence[Any], options: TaylorSeerOptions) -> int | None:
-    """Position of the time input that calls are placed by (stepping.py): the option's
-    `time_input`, else the first of the usual names."""
-    for name in (options.time_input, *TIME_INPUT_NAMES):
-        index = input_index(graphs, example_inputs, name)
-        if index is not None:
-            return index
-    return None
+        found = _ARGUMENT_NAME.search(label)
+        if (found and isinstance(example_inputs[index], torch.Tensor)
+                and "_parameters[" not in label and "_buffers[" not in label):
+            named.append((found.group(1), index))
+    return first_positions(named)
 
 
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence[Any],
@@ -220,23 +190,85 @@ def _plain(gm: fx.GraphModule, example_inputs, options, controller, reason: str)
     return compile_graph(gm, example_inputs, options)
 
 
+class TaylorSeerBackend:
+    """The backend as an object, its canonical form:
+
+        torch.compile(model, backend=ts_compile.TaylorSeerBackend(interval=5, order=2))
+
+    The options are checked here, before anything compiles. The object holds the `Controller`
+    (Taylor states, counters, fallbacks) of the one `torch.compile` call it is passed to; a second
+    call with the same object is refused when it is found out (one controller cannot keep two
+    models' generations apart). `backend="taylorseer"` is a thin adapter over it (`taylorseer`
+    below): one object per `torch.compile` call, made from that call's options. Objects with equal
+    options compare equal, so that compiled copies of one module class share Dynamo's graphs and
+    its recompile budget, as the string form's equal options do (see docs/design.md §12).
+    """
+
+    def __init__(self, options: TaylorSeerOptions | Mapping[str, Any] | None = None, /, *,
+                 mode: str | None = None, **fields: Any) -> None:
+        if isinstance(options, TaylorSeerOptions):
+            self.options = dataclasses.replace(options, **fields)  # (mode is in the options)
+        else:
+            if fields and (options is None or isinstance(options, Mapping)):
+                options = {**(options or {}), **fields}
+            self.options = TaylorSeerOptions.from_compile_kwargs(mode, options)
+        self.controller = Controller(self.options)
+        self._owner: weakref.ref | None = None  # the torch.compile call served (torch's wrapper)
+
+    def controller_for(self, owner: Any) -> Controller:
+        """The controller, for the `torch.compile` call `owner` (compile_calls.py)."""
+        served = None if self._owner is None else self._owner()
+        if served is None:
+            self._owner = weakref.ref(owner)
+        elif served is not owner:
+            raise OptionError(
+                "ts_compile: one TaylorSeerBackend was passed to two torch.compile calls; its "
+                "Taylor state and stats belong to one compiled model. Make one per call: "
+                "torch.compile(model, backend=ts_compile.TaylorSeerBackend(...)).")
+        return self.controller
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any], *,
+                 mode: str | None = None, options: Any = None) -> Callable:
+        if mode is not None or options is not None:  # torch.compile(..., options=...) beside it
+            raise _PassThroughOptionError(
+                "ts_compile: a TaylorSeerBackend carries its own options: pass them to "
+                "TaylorSeerBackend(...), not to torch.compile(mode=..., options=...).")
+        try:
+            return _compile(gm, example_inputs, self)
+        except _PassThroughOptionError:
+            raise
+        except OptionError as err:
+            raise _PassThroughOptionError(str(err)) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaylorSeerBackend) and other.options == self.options
+
+    def __hash__(self) -> int:
+        return hash(repr(self.options))
+
+    def __repr__(self) -> str:
+        return f"TaylorSeerBackend({self.options!r})"
+
+
 def taylorseer(gm: fx.GraphModule, example_inputs: Sequence[Any], *, mode: str | None = None,
                options: dict[str, Any] | None = None, **unknown: Any) -> Callable:
-    """Dynamo backend: `torch.compile(model, backend="taylorseer", options={...})`."""
+    """Dynamo backend: `torch.compile(model, backend="taylorseer", options={...})`, the adapter to
+    the `TaylorSeerBackend` of this `torch.compile` call (made from its options at its first use)."""
     if unknown:
         raise TypeError(f"ts_compile: unexpected backend arguments {sorted(unknown)}")
     try:
-        return _compile(gm, example_inputs, mode, options)
-    except _PassThroughOptionError:
-        raise
+        backend = backend_for_current_compile()
+        if backend is None:  # Dynamo driven another way: a private controller per graph
+            backend = TaylorSeerBackend(options, mode=mode)
     except OptionError as err:
         raise _PassThroughOptionError(str(err)) from None
+    return backend(gm, example_inputs)
 
 
-def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None,
-             options: dict[str, Any] | None) -> Callable:
-    settings = TaylorSeerOptions.from_compile_kwargs(mode, options)
-    controller = controller_for_current_compile(_compile_wrapper_frame_owner(), settings)
+def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
+             backend: TaylorSeerBackend) -> Callable:
+    settings = backend.options
+    controller = controller_for_current_compile(backend)
     compile_id = gm.meta.get("dynamo_compile_id")
     controller.record_compile(getattr(compile_id, "frame_id", None))
 
@@ -255,20 +287,22 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], mode: str | None
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
-    time_index = time_input_index(graphs, example_inputs, settings)  # fails before compiling
-    clock_index = clock_input_index(graphs, example_inputs, settings)
+    positions = tensor_input_positions(graphs, example_inputs)
+    labels = [label for label in _input_labels(graphs) if "parameters" not in label]
+    time_index = time_position(positions, settings, inputs=labels)  # fails before compiling
+    clock_index = clock_position(positions, settings)
     device = _device_of(example_inputs)
     shapes = TableShapes.of(graphs)
-    example = TaylorState(shapes.resolve(shapes.key(tuple(example_inputs))), settings.order,
-                          settings.torch_state_dtype, device)
-    inputs = [*example_inputs, *example.tables, example.scalars]
+    layout = StateLayout.of(graphs.guards.tables, settings)
+    example = TaylorState(layout, shapes.resolve(shapes.key(tuple(example_inputs))), device)
+    inputs = list(layout.graph_inputs(example_inputs, example))
     compute_fn = compile_graph(graphs.compute, inputs, settings)
     forecast_fn = compile_graph(graphs.forecast, inputs, settings, input_checks=False)
-    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(example.tables))
+    log.info("taylorseer: %d regions, %d live outputs", len(graphs.regions), len(layout.tables))
     attach_to_diffusers_model(module, controller)
     runtime = GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
-        latent_index=input_index(graphs, example_inputs, _latent_input_name()),
+        latent_index=positions.get(_latent_input_name()),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))

@@ -3,10 +3,11 @@ ends.
 
 Dynamo runs every call of a compiled model inside `compile_wrapper`, a closure of the
 `_TorchDynamoContext` that `torch.compile(...)` made (its `self`); `innermost_backend(ctx.callback)`
-is the `_TorchCompileWrapper` holding our backend and the call's options. One `Controller` is
-kept on each wrapper, i.e. per `torch.compile` call, and a hook in the context's
-`enter_exit_hooks` (run by `compile_wrapper` before the call and, in its `finally`, after it)
-marks each model call:
+is the `_TorchCompileWrapper` holding the call's backend. The per-compile state (a `Controller`)
+belongs to a `backend.TaylorSeerBackend`, one per `torch.compile` call: the object passed as
+`backend=`, or, for `backend="taylorseer"`, one made from the call's options and kept on its
+wrapper (`_backend_of`). A hook in the context's `enter_exit_hooks` (run by `compile_wrapper`
+before the call and, in its `finally`, after it) marks each model call:
 
 - begin: the calling thread's `Lane` of that controller becomes the current one. The graphs read
   it, because compiled copies of one module class share graphs (their backends compare equal, so
@@ -28,10 +29,9 @@ from typing import Any
 import torch
 
 from ._compat import innermost_backend
-from .options import TaylorSeerOptions
 from .runtime import Controller
 
-CONTROLLER_ATTR = "_ts_compile_controller"
+BACKEND_ATTR = "_ts_compile_backend"  # the string form's backend object, on torch's wrapper
 BACKEND_NAME = "taylorseer"
 _STACK_DEPTH = 48  # from a graph to its compile_wrapper: a few frames (more with graph breaks)
 
@@ -71,26 +71,37 @@ def _join_running_call(controller: Controller, cleanups: Any) -> None:
         cleanups.append(lane.begin_call())
 
 
-def _our_wrapper(ctx: Any) -> Any | None:
-    """The `_TorchCompileWrapper` behind a Dynamo context, if its backend is this one."""
+def _backend_of(ctx: Any) -> tuple[Any, Any] | None:
+    """(the `torch.compile` call, its `TaylorSeerBackend`) behind a Dynamo context, if the backend
+    is this one; the call is named by torch's wrapper of it (or by the backend itself when Dynamo
+    was handed the object without one)."""
+    from .backend import TaylorSeerBackend
+
     callback = getattr(ctx, "callback", None)
     if not callable(callback):
         return None
     wrapper = innermost_backend(callback)
-    if isinstance(wrapper, torch._TorchCompileWrapper) and wrapper.compiler_name == BACKEND_NAME:
-        return wrapper
-    return None
-
-
-def controller_of_wrapper(wrapper: Any) -> Controller:
-    """The controller of one `torch.compile` call (made from its options on first use)."""
-    controller = getattr(wrapper, CONTROLLER_ATTR, None)
-    if controller is None:
+    if isinstance(wrapper, TaylorSeerBackend):
+        return wrapper, wrapper
+    if not isinstance(wrapper, torch._TorchCompileWrapper):
+        return None
+    if isinstance(wrapper.compiler_fn, TaylorSeerBackend):
+        return wrapper, wrapper.compiler_fn
+    if wrapper.compiler_name != BACKEND_NAME:
+        return None
+    backend = getattr(wrapper, BACKEND_ATTR, None)
+    if backend is None:  # backend="taylorseer": one object per torch.compile call, from its options
         kwargs = wrapper.kwargs
-        options = TaylorSeerOptions.from_compile_kwargs(kwargs.get("mode"), kwargs.get("options"))
-        controller = Controller(options)
-        setattr(wrapper, CONTROLLER_ATTR, controller)
-    return controller
+        backend = TaylorSeerBackend(kwargs.get("options"), mode=kwargs.get("mode"))
+        setattr(wrapper, BACKEND_ATTR, backend)
+    return wrapper, backend
+
+
+def controller_of_context(ctx: Any) -> Controller | None:
+    """The controller of one `torch.compile` call, by its Dynamo context (None if the backend is
+    not this one)."""
+    found = _backend_of(ctx)
+    return None if found is None else found[1].controller_for(found[0])
 
 
 def mark_calls(ctx: Any, controller: Controller) -> None:
@@ -107,10 +118,9 @@ def controller_of_running_call() -> Controller | None:
     Also joins diffusers' cache protocol for that copy's module (the copy compiled nothing, so
     the backend never saw it)."""
     found = _running_context(_STACK_DEPTH)
-    wrapper = None if found is None else _our_wrapper(found[0])
-    if wrapper is None:
+    controller = None if found is None else controller_of_context(found[0])
+    if controller is None:
         return None
-    controller = controller_of_wrapper(wrapper)
     mark_calls(found[0], controller)
     _join_running_call(controller, found[2])
     from .integrations import attach_to_diffusers_model
@@ -131,16 +141,25 @@ def model_of_running_call() -> torch.nn.Module | None:
     return None
 
 
-def controller_for_current_compile(wrapper: Any | None, options: TaylorSeerOptions) -> Controller:
-    """At compile time: the compiling `torch.compile` call's controller, its calls marked from
-    the next one on. Without a wrapper (Dynamo driven another way) a private controller."""
-    if wrapper is None:
-        return Controller(options)
-    controller = controller_of_wrapper(wrapper)
+def backend_for_current_compile() -> Any | None:
+    """At compile time: the `TaylorSeerBackend` of the `torch.compile` call being compiled (the
+    innermost compiled call running in this thread), or None."""
     found = _running_context(None)
-    if found is not None and _our_wrapper(found[0]) is wrapper:
-        mark_calls(found[0], controller)
-        _join_running_call(controller, found[2])
+    found = None if found is None else _backend_of(found[0])
+    return None if found is None else found[1]
+
+
+def controller_for_current_compile(backend: Any) -> Controller:
+    """At compile time: `backend`'s controller for the `torch.compile` call being compiled, its
+    calls marked from the next one on. Dynamo driven another way (no `torch.compile` call of
+    this backend running): the backend's own controller."""
+    found = _running_context(None)
+    owner = None if found is None else _backend_of(found[0])
+    if owner is None or owner[1] is not backend:
+        return backend.controller
+    controller = backend.controller_for(owner[0])
+    mark_calls(found[0], controller)
+    _join_running_call(controller, found[2])
     return controller
 
 
@@ -163,9 +182,8 @@ def controller_of_compiled(compiled: Any) -> Controller | None:
     """The controller of a model compiled with backend="taylorseer" (made, and its calls marked,
     if the model has not run yet); None if `compiled` is not such a model."""
     ctx = _context_of(compiled)
-    wrapper = None if ctx is None else _our_wrapper(ctx)
-    if wrapper is None:
+    controller = None if ctx is None else controller_of_context(ctx)
+    if controller is None:
         return None
-    controller = controller_of_wrapper(wrapper)
     mark_calls(ctx, controller)
     return controller

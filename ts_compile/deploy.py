@@ -32,6 +32,7 @@ The artefact is a directory (`artefact.py` says what is checked at load, and why
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import json
@@ -55,11 +56,11 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        check_manifest, check_records, contiguous_strides, core, device_name,
                        dtype_name, embed_aoti_record, options_to_json, program_inputs,
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
-from .options import TaylorSeerOptions
-from .passes import NotApplicable, build_graphs, declared_block_lists
+from .calling import StateLayout, clock_position, first_positions, time_position
+from .options import OptionError, TaylorSeerOptions
+from .passes import NotApplicable, TaylorSeerGraphs, build_graphs, declared_block_lists
 from .runner import ExportedTaylorSeer
-from .stepping import TIME_INPUT_NAMES
-from .taylor import scalars_length
+from .state import TaylorState
 
 __all__ = ["ArtefactError", "ExportedTaylorSeer", "FORMAT_VERSION", "FORMATS", "export", "load",
            "read_manifest"]
@@ -153,20 +154,16 @@ def _tensor_positions(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, 
     position: dict[int, int] = {}
     for i, value in enumerate(v for v in flat if isinstance(v, torch.Tensor)):
         position.setdefault(id(value), i)  # a tensor passed twice: its first position
-    return {name: position[id(value)] for name, value in bound.items()
-            if isinstance(value, torch.Tensor) and id(value) in position}
+    return first_positions([(name, position[id(value)]) for name, value in bound.items()
+                            if isinstance(value, torch.Tensor) and id(value) in position])
 
 
 def _time_tensor_index(positions: Mapping[str, int], settings: TaylorSeerOptions) -> int | None:
     """Position among the tensor inputs of the argument carrying the sampler time (options.time)."""
-    if settings.time == "step":
-        return None
-    if settings.time_input not in positions:
-        raise ArtefactError(
-            f"ts_compile.export: option time={settings.time!r} reads the argument "
-            f"{settings.time_input!r}, which the call does not pass as a tensor; pass the time "
-            "as a tensor, set time_input to the argument's name, or use time='step'.")
-    return positions[settings.time_input]
+    try:
+        return time_position(positions, settings, where="ts_compile.export")
+    except OptionError as err:
+        raise ArtefactError(str(err)) from None
 
 
 def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
@@ -176,9 +173,8 @@ def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
     the step) and the clock (a time input going back up starts a new generation)."""
     first = next((p.name for p in inspect.signature(model.forward).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
-    clock = next((positions[name] for name in (settings.time_input, *TIME_INPUT_NAMES)
-                  if name in positions), None)
-    return {"latent_tensor_index": positions.get(first), "clock_tensor_index": clock}
+    return {"latent_tensor_index": positions.get(first),
+            "clock_tensor_index": clock_position(positions, settings)}
 
 
 def _model_config(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -243,6 +239,34 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     Dynamo backend would fall back to a plain compile; an artefact without TaylorSeer is not what
     was asked for).
     """
+    settings = _check_request(format, options)
+    target = Path(path)
+    _check_target(target, overwrite)
+    timings: dict[str, Any] = {}  # seconds; op counts before/after the export DCE
+    start = time.perf_counter()
+    traced = _trace(model, tuple(args), dict(kwargs or {}), settings)
+    timings["trace_s"] = time.perf_counter() - start
+    layout = StateLayout.of(traced.graphs.guards.tables, settings)
+    example, device = _example_inputs(traced.flat, layout, format)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent.resolve()))
+    try:
+        files = _compile_programs(traced, example, layout, settings, format, work, timings)
+        manifest = _manifest(model, traced, layout, settings, format, device, timings)
+        _seal(work, files, manifest, format)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_request(format: str, options: TaylorSeerOptions | Mapping[str, Any] | None
+                   ) -> TaylorSeerOptions:
+    """The options, once the format is known and its packages are installed."""
     if format not in FORMATS:
         raise ArtefactError(f"ts_compile.export: format={format!r} is not one of "
                             f"{', '.join(map(repr, FORMATS))}")
@@ -251,48 +275,69 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
 
         onnx_programs.require_onnx()
     settings = TaylorSeerOptions.coerce(options)
-    options_record = options_to_json(settings)
-    kwargs = dict(kwargs or {})
-    target = Path(path)
-    _check_target(target, overwrite)
+    options_to_json(settings)  # fails now if the options cannot be recorded
+    return settings
 
-    timings: dict[str, Any] = {}  # seconds; op counts before/after the export DCE
-    start = time.perf_counter()
+
+@dataclasses.dataclass
+class _Traced:
+    """The call, traced once and rewritten by the passes; what the manifest records of it."""
+
+    graphs: TaylorSeerGraphs
+    flat: list[Any]  # the call's leaves, in the exported program's order
+    leaves: list[dict[str, Any]]  # their manifest records
+    inputs: dict[str, Any]  # manifest field `inputs`
+    out_spec: str
+
+
+def _trace(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any],
+           settings: TaylorSeerOptions) -> _Traced:
+    """Export the call and run the passes on it: every check that can fail, before the long
+    compiles."""
     with torch.no_grad():
-        ep = torch.export.export(model, tuple(args), kwargs, strict=False)
+        ep = torch.export.export(model, args, kwargs, strict=False)
     try:
         gm = ep.module(check_guards=False)
     except TypeError:  # older torch: no check_guards
         gm = ep.module()
     in_spec, out_spec = gm._in_spec, gm._out_spec
-    flat_with_paths, spec = pytree.tree_flatten_with_path(
-        (tuple(args), reorder_kwargs(kwargs, in_spec)))
+    flat_with_paths, spec = pytree.tree_flatten_with_path((args, reorder_kwargs(kwargs, in_spec)))
     if spec != in_spec:
         raise ArtefactError(f"ts_compile.export: unexpected input structure {spec} (exported "
                             f"program: {in_spec})")
     flat = [value for _, value in flat_with_paths]
     leaves = _describe_leaves(flat_with_paths)
-    positions = _tensor_positions(model, tuple(args), kwargs, flat)
-    time_index = _time_tensor_index(positions, settings)
-    placement = _placement_indices(model, positions, settings)
+    positions = _tensor_positions(model, args, kwargs, flat)
+    indices = {"time_tensor_index": _time_tensor_index(positions, settings),
+               **_placement_indices(model, positions, settings)}
     try:
         graphs = build_graphs(gm, settings, declared_block_lists(model))
     except NotApplicable as err:
         raise ArtefactError(f"ts_compile.export: TaylorSeer does not apply to this model: {err}") \
             from err
-    guards = graphs.guards
-    if guards.num_user_inputs != len(leaves):
-        raise ArtefactError(f"ts_compile.export: the exported graph has {guards.num_user_inputs} "
+    num_user_inputs = graphs.guards.num_user_inputs
+    if num_user_inputs != len(leaves):
+        raise ArtefactError(f"ts_compile.export: the exported graph has {num_user_inputs} "
                             f"inputs but the call flattens to {len(leaves)} leaves")
-    try:  # JSON records that could fail: before the long compiles
-        specs = {"in_spec": pytree.treespec_dumps(in_spec),
-                 "out_spec": pytree.treespec_dumps(out_spec)}
+    specs = _spec_records(in_spec, out_spec)
+    inputs = {"in_spec": specs["in_spec"], "num_user_inputs": num_user_inputs, "leaves": leaves,
+              **indices}
+    return _Traced(graphs, flat, leaves, inputs, specs["out_spec"])
+
+
+def _spec_records(in_spec, out_spec) -> dict[str, str]:
+    try:
+        return {"in_spec": pytree.treespec_dumps(in_spec),
+                "out_spec": pytree.treespec_dumps(out_spec)}
     except Exception as err:  # noqa: BLE001 - any unserialisable container type
         raise ArtefactError("ts_compile.export: the inputs or outputs use a container type that "
                             "cannot be recorded as JSON (for diffusers models pass "
                             f"return_dict=False): {err}") from err
-    timings["trace_s"] = time.perf_counter() - start
 
+
+def _example_inputs(flat: list[Any], layout: StateLayout, format: str
+                    ) -> tuple[tuple, torch.device]:
+    """The programs' example inputs (calling.py) and their device."""
     # Every program input row-major contiguous, whatever the example's layout (a stride-0
     # `t.expand(batch)` would otherwise be compiled in, and no other value could be passed).
     tensors = [v.contiguous() for v in flat if isinstance(v, torch.Tensor)]
@@ -300,78 +345,75 @@ def export(model: torch.nn.Module, args: tuple = (), kwargs: Mapping[str, Any] |
     if format == "onnx" and device.type != "cpu":
         raise ArtefactError("ts_compile.export: format='onnx' is exported and run on the CPU "
                             f"here; the example inputs are on {device}. Use format='aoti'.")
-    state_dtype = settings.torch_state_dtype
-    tables = [torch.zeros(t.shape, dtype=state_dtype, device=device)
-              for t in guards.tables for _ in range(settings.order + 1)]  # rows, as TaylorState
-    scalars = torch.zeros(scalars_length(settings.order), dtype=torch.float32, device=device)
-    example = (*tensors, *tables, scalars)
+    state = TaylorState(layout, layout.static_shapes(), device)
+    return layout.graph_inputs(tensors, state), device
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent.resolve()))
-    try:
-        files = {}
-        for name, program in zip(PROGRAMS, (graphs.compute, graphs.forecast)):
-            t0 = time.perf_counter()
-            ops_before = _op_count(program)
-            _prune(program)
-            timings[f"{name}_ops"] = [ops_before, _op_count(program)]
-            files[name] = work / f"{name}{FORMATS[format]}"
-            if format == "aoti":
-                _compile_aoti(program, leaves, example, files[name], settings)
-            else:
-                onnx_programs.export_program(_Program(program, leaves), example, files[name],
-                                             num_state=len(tables) + 1, role=name)
-            timings[f"{name}_compile_s"] = time.perf_counter() - t0
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "program_format": format,
-            "torch_version": torch.__version__,
-            "ts_compile_version": _ts_version(),
-            "device": device_name(device),
-            "options": options_record,
-            "schedule": _schedule_rule(settings),
-            "state": {
-                "order": settings.order,
-                "dtype": dtype_name(state_dtype),
-                "scalars_length": scalars_length(settings.order),
-                "tables": [{"region": t.region, "output_index": t.output_index,
-                            "output_name": t.output_name, "shape": [int(d) for d in t.shape],
-                            "output_dtype": dtype_name(t.dtype)} for t in guards.tables],
-            },
-            "inputs": {"in_spec": specs["in_spec"],
-                       "num_user_inputs": guards.num_user_inputs, "leaves": leaves,
-                       "time_tensor_index": time_index, **placement},
-            "outputs": {"out_spec": specs["out_spec"]},
-            "program_inputs": "user tensors (leaves of kind 'tensor', in order, row-major "
-                              "contiguous), then for each of state.tables its order+1 rows "
-                              "D_0..D_order (each of the table's shape, state dtype), then the "
-                              "float32 scalars vector",
-            "regions": list(guards.region_names),
-            "outputs_per_region": list(guards.outputs_per_region),
-            "skipped_regions": [list(s) for s in graphs.skipped],
-            "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-                      "dtype": _model_dtype(model, leaves), "config": _model_config(model)},
-            "build": {k: round(v, 3) if isinstance(v, float) else v
-                      for k, v in timings.items()},
-        }
-        packages = {}
-        for name, file in files.items():  # each package carries the manifest's core
-            if format == "aoti":
-                embed_aoti_record(file, name, core(manifest))
-            else:
-                onnx_programs.embed_record(file, name, core(manifest))
-            packages[name] = {"file": file.name, "bytes": file.stat().st_size,
-                              "sha256": sha256(file)}
-        manifest["packages"] = packages
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return target
+
+def _compile_programs(traced: _Traced, example: tuple, layout: StateLayout,
+                      settings: TaylorSeerOptions, format: str, work: Path,
+                      timings: dict[str, Any]) -> dict[str, Path]:
+    """Each graph pruned and compiled into `work` as a program of `format`."""
+    files = {}
+    for name, program in zip(PROGRAMS, (traced.graphs.compute, traced.graphs.forecast)):
+        t0 = time.perf_counter()
+        ops_before = _op_count(program)
+        _prune(program)
+        timings[f"{name}_ops"] = [ops_before, _op_count(program)]
+        files[name] = work / f"{name}{FORMATS[format]}"
+        if format == "aoti":
+            _compile_aoti(program, traced.leaves, example, files[name], settings)
+        else:
+            from . import onnx_programs
+
+            onnx_programs.export_program(_Program(program, traced.leaves), example, files[name],
+                                         num_state=layout.num_state_inputs, role=name)
+        timings[f"{name}_compile_s"] = time.perf_counter() - t0
+    return files
+
+
+def _manifest(model: torch.nn.Module, traced: _Traced, layout: StateLayout,
+              settings: TaylorSeerOptions, format: str, device: torch.device,
+              timings: dict[str, Any]) -> dict[str, Any]:
+    """The manifest, all but its package list (`_seal`)."""
+    guards = traced.graphs.guards
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "program_format": format,
+        "torch_version": torch.__version__,
+        "ts_compile_version": _ts_version(),
+        "device": device_name(device),
+        "options": options_to_json(settings),
+        "schedule": _schedule_rule(settings),
+        "state": layout.to_manifest(),
+        "inputs": traced.inputs,
+        "outputs": {"out_spec": traced.out_spec},
+        "program_inputs": "user tensors (leaves of kind 'tensor', in order, row-major "
+                          "contiguous), then for each of state.tables its order+1 rows "
+                          "D_0..D_order (each of the table's shape, state dtype), then the "
+                          "float32 scalars vector",
+        "regions": list(guards.region_names),
+        "outputs_per_region": list(guards.outputs_per_region),
+        "skipped_regions": [list(s) for s in traced.graphs.skipped],
+        "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                  "dtype": _model_dtype(model, traced.leaves), "config": _model_config(model)},
+        "build": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
+    }
+
+
+def _seal(work: Path, files: dict[str, Path], manifest: dict[str, Any], format: str) -> None:
+    """Each package gets the manifest's core; the manifest gets each package's size and hash."""
+    packages = {}
+    for name, file in files.items():
+        if format == "aoti":
+            embed_aoti_record(file, name, core(manifest))
+        else:
+            from . import onnx_programs
+
+            onnx_programs.embed_record(file, name, core(manifest))
+        packages[name] = {"file": file.name, "bytes": file.stat().st_size, "sha256": sha256(file)}
+    manifest["packages"] = packages
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 def _ts_version() -> str:

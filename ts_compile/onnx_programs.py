@@ -23,6 +23,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from .artefact import RECORD, ArtefactError, InputSpec
+from .calling import StateLayout
 
 _ELEMENT_TYPES = {"tensor(float)": torch.float32, "tensor(double)": torch.float64,
                   "tensor(float16)": torch.float16, "tensor(int64)": torch.int64,
@@ -138,23 +139,23 @@ def check_session(session, name: str, file: Path, specs: list[InputSpec],
 def load_programs(sessions: Mapping[str, Any], files: Mapping[str, Path],
                   specs: list[InputSpec], manifest: Mapping[str, Any]) -> dict[str, Callable]:
     num_outputs = pytree.treespec_loads(manifest["outputs"]["out_spec"]).num_leaves
-    num_rows = sum(1 for s in specs if s.field.startswith("state.tables"))  # all tables' rows
+    layout = StateLayout.from_manifest(manifest["state"])
     programs = {}
     for name, session in sessions.items():
-        check_session(session, name, files[name], specs, num_outputs, num_rows)
-        programs[name] = _runner(session, num_outputs, num_rows if name == "compute" else 0)
+        check_session(session, name, files[name], specs, num_outputs, layout.num_rows)
+        programs[name] = _runner(session, num_outputs, layout, name == "compute")
     return programs
 
 
-def _runner(session, num_outputs: int, num_rows: int) -> Callable:
-    """`fn(*user, *tables, scalars) -> outputs`, writing the returned state into the inputs
-    (tables only for the compute program; the scalars' counters for both)."""
+def _runner(session, num_outputs: int, layout: StateLayout, writes_tables: bool) -> Callable:
+    """`fn(*user, *rows, scalars) -> outputs` (calling.py), writing the returned state into the
+    inputs (the rows only for the compute program; the scalars' counters for both)."""
     names = [i.name for i in session.get_inputs()]
     run = session.run
 
     def program(*flat: torch.Tensor) -> list[torch.Tensor]:
         results = run(None, {n: t.numpy() for n, t in zip(names, flat)})
-        state = flat[len(flat) - num_rows - 1:] if num_rows else flat[-1:]
+        state = layout.state_inputs(flat) if writes_tables else flat[-1:]
         for target, value in zip(state, results[num_outputs:]):
             target.copy_(torch.from_numpy(value))
         return [torch.from_numpy(r) for r in results[:num_outputs]]

@@ -24,8 +24,8 @@ import torch.utils._pytree as pytree
 from torch.export._tree_utils import reorder_kwargs
 
 from .artefact import DTYPES, ArtefactError, InputSpec, program_inputs
+from .calling import StateLayout
 from .options import TaylorSeerOptions
-from .passes import TableSpec
 from .runtime import Controller, GraphRuntime
 from .state import TableShapes
 
@@ -109,9 +109,7 @@ class ExportedTaylorSeer(torch.nn.Module):
         self._user_inputs = list(zip(tensor_positions, program_inputs(manifest)))
         self._constants = [(i, leaf["value"]) for i, leaf in enumerate(self._leaves)
                            if leaf["kind"] == "constant"]
-        state = manifest["state"]
-        specs = [TableSpec(t["region"], t["output_index"], t["output_name"], tuple(t["shape"]),
-                           DTYPES[t["output_dtype"]]) for t in state["tables"]]
+        specs = list(StateLayout.from_manifest(manifest["state"]).tables)
         self._controller = Controller(options)
         index = {field: _input_index(manifest, field, len(self._user_inputs))
                  for field in ("time_tensor_index", "latent_tensor_index", "clock_tensor_index")}

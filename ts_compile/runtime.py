@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .calling import StateLayout
 from .distributed import collective_stats
 from .lane import DEFAULT_CONTEXT, EVENTS, HOST_CLOCK, LATE_CLOCK, NO_CLOCK, Lane, current
 from .options import TaylorSeerOptions
@@ -152,7 +153,8 @@ def _same_regions(a: tuple, b: tuple) -> bool:
 
 class GraphRuntime:
     """The callable the backend returns to Dynamo for one graph (and what a loaded AOTInductor
-    artefact dispatches with): two compiled programs taking ``(*user_inputs, *tables, scalars)``.
+    artefact dispatches with): two compiled programs taking ``(*user_inputs, *rows, scalars)``
+(calling.py; `state_layout`).
 
     `latent_index`, `clock_index`: positions of the latent input (the forward's first argument)
     and of the time input among the user inputs, for placing calls (None if absent);
@@ -174,6 +176,8 @@ class GraphRuntime:
         self.forecast_fn = forecast_fn
         self.device = device
         self.table_specs = tables
+        # What the graphs take after the user's inputs (calling.py).
+        self.state_layout = StateLayout.of(tables, controller.options)
         self.region_names = region_names
         self.skipped = skipped
         self.options = controller.options
@@ -258,26 +262,25 @@ class GraphRuntime:
         """Slow path: this graph's first call in the branch or generation, new input sizes, or the
         branch's last call ran in another graph (Dynamo switched graphs, or graph breaks)."""
         shapes = self.shapes.resolve(key)
-        layout = (self.outputs, tuple(shapes))
+        holds = (self.outputs, tuple(shapes))
         latest = branch.latest
-        if latest is not None and latest.layout == layout:
+        if latest is not None and latest.holds == holds:
             state = latest  # the same tables in another graph: continue the branch's history
-        elif (own is not None and own.layout == layout and own.generation == branch.generation
+        elif (own is not None and own.holds == holds and own.generation == branch.generation
               and own.last_step is not None and own.last_step == branch.previous_step):
             state = own  # graph breaks: each graph keeps its own tables, run every step
         else:
             if (latest is not None and latest.last_step is not None
-                    and _same_regions(latest.layout[0], self.outputs)):
+                    and _same_regions(latest.holds[0], self.outputs)):
                 self.controller.warn_once(
                     "input shapes or dtypes changed in the middle of a generation; the Taylor "
                     "state was dropped and the next step is computed (state from one shape or "
                     "dtype, or from earlier steps, is never reused). Call "
                     "ts_compile.reset(model) between generations.")
-            if own is not None and own.layout == layout:
+            if own is not None and own.holds == holds:
                 state = own  # its storage, not its history
             else:
-                state = TaylorState(shapes, self.options.order, self.options.torch_state_dtype,
-                                    self.device, layout=layout)
+                state = TaylorState(self.state_layout, shapes, self.device, holds=holds)
             state.reset()
         state.generation = branch.generation
         branch.states[self] = state
@@ -313,7 +316,7 @@ class GraphRuntime:
             if in_time:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=True)
-            out = self.compute_fn(*args, *state.tables, state.scalars)
+            out = self.compute_fn(*self.state_layout.graph_inputs(args, state))
             state.record_computed(step, rows)
             counts[0] += 1
             self.computed_steps += 1
@@ -323,7 +326,7 @@ class GraphRuntime:
             if in_time:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=False)
-            out = self.forecast_fn(*args, *state.tables, state.scalars)
+            out = self.forecast_fn(*self.state_layout.graph_inputs(args, state))
             counts[1] += 1
             self.forecast_steps += 1
         state.last_step = step

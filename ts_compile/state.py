@@ -12,24 +12,25 @@ from __future__ import annotations
 import sympy
 import torch
 
+from .calling import StateLayout
 from .passes import TaylorSeerGraphs
 from .analysis.regions import example_value
-from .taylor import host_scalars_length, nonfinite_slots, scalars_length
+from .taylor import host_scalars_length, nonfinite_slots
 
 
 class TaylorState:
     """Tables for the live outputs of one graph, plus the host-side history they summarise."""
 
-    def __init__(self, shapes: list[tuple[int, ...]], order: int, dtype: torch.dtype,
-                 device: torch.device, layout: tuple = ()) -> None:
-        self.order = order
+    def __init__(self, layout: StateLayout, shapes: list[tuple[int, ...]], device: torch.device,
+                 holds: tuple = ()) -> None:
+        self.state_layout = layout
+        self.order = order = layout.order
         self.shapes = shapes
-        self.layout = layout  # what the tables hold (see GraphRuntime.outputs), for sharing
+        self.holds = holds  # what the tables hold (see GraphRuntime.outputs), for sharing
         # Per live output, its rows D_0..D_order, each a tensor of the output's shape (see
-        # `ts_compile.taylor`); flat, in the order the graphs take them.
-        self.tables = [torch.zeros(shape, dtype=dtype, device=device)
-                       for shape in shapes for _ in range(order + 1)]
-        self.scalars = torch.zeros(scalars_length(order), dtype=torch.float32, device=device)
+        # `ts_compile.taylor`); flat, in the order the graphs take them (calling.py).
+        self.tables = layout.new_rows(shapes, device)
+        self.scalars = layout.new_scalars(device)
         self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
         # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
         # built per step; CPU kernels are synchronous, so no call can still be reading them).
@@ -50,7 +51,7 @@ class TaylorState:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tables)
+        return self.state_layout.nbytes(self.shapes)
 
     def write_scalars(self, values: list[float]) -> None:
         """Copy this step's scalars (not the counters after them) to the device, no host sync."""

@@ -11,15 +11,9 @@ import torch
 
 from . import flops as F
 from . import metrics as M
+from .machine import load_average
 from .rows import Row, Runner
 
-
-def _load() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 def _ts_stats(fn):
@@ -125,13 +119,14 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
                       schedule_ok=schedule_ok, regions=regions, state_bytes=state_bytes,
                       forecast_step_flops_fraction=(forecast_flops / full_flops
                                                     if forecast_flops is not None else None),
-                      flops_speedup=base_steps * full_flops / gen, per_seed=per_seed, load=_load())
+                      flops_speedup=base_steps * full_flops / gen, per_seed=per_seed,
+                      load=load_average())
         results["rows"][row.id] = result
         fd = [p["fd"] for p in per_seed]
         log(f"[{task.name}] {row.id}: speedup x{result['flops_speedup']:.2f} "
             f"FD {sum(fd) / len(fd):.3f} PSNR {sum(p['psnr'] for p in per_seed) / len(per_seed):.2f} "
             f"acc {sum(p['acc'] for p in per_seed) / len(per_seed):.3f} "
-            f"{sum(p['seconds'] for p in per_seed):.1f} s (load {_load()})")
+            f"{sum(p['seconds'] for p in per_seed):.1f} s (load {load_average()})")
         if results_path:
             with open(results_path, "w") as f:
                 json.dump(results, f, indent=1)

@@ -17,8 +17,6 @@ import os
 
 import torch
 
-from ts_compile.integrations.diffusers_inputs import flux_image_ids
-
 NULL_CLASS = 10
 NUM_CLASSES = 10
 
@@ -74,25 +72,6 @@ class FluxConditioning(torch.nn.Module):
 
 
 # --- FluxPipeline's packing conventions, restated (no transformers import needed) -------------
-
-def pack_latents(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H/2 * W/2, C*4), as `FluxPipeline._pack_latents`."""
-    b, c, h, w = latents.shape
-    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(tokens: torch.Tensor, h: int = 8, w: int = 8) -> torch.Tensor:
-    """Inverse of `pack_latents` (as `FluxPipeline._unpack_latents` at the latent size)."""
-    b, _, ch = tokens.shape
-    x = tokens.view(b, h // 2, w // 2, ch // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, ch // 4, h, w)
-
-
-def latent_image_ids(grid_h: int = 4, grid_w: int = 4) -> torch.Tensor:
-    """`FluxPipeline._prepare_latent_image_ids(batch, grid_h, grid_w, ...)`: (grid_h*grid_w, 3)."""
-    return flux_image_ids(grid_h, grid_w)
-
 
 FLUX_NOTES = (
     "Latents are (B, 1, 8, 8) images in [-1, 1]. They are packed into 16 tokens of 4 channels "

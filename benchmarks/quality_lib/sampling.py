@@ -12,6 +12,10 @@ from collections.abc import Callable
 
 import torch
 
+from ts_compile.cli.demo_digits import pack, unpack
+from ts_compile.cli.demo_digits import sigmas as flow_sigmas
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
+
 from . import models
 
 
@@ -86,15 +90,11 @@ class FluxTask(Task):
         self.ehs, self.pooled = ehs_table, pooled_table
         self.shift = shift
         self.guidance = guidance
-        self.img_ids = models.latent_image_ids(4, 4)
+        self.img_ids = flux_image_ids(4, 4)
         self.txt_ids = torch.zeros(ehs_table.shape[1], 3)
 
     def sigmas(self, steps: int) -> list[float]:
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        sched = FlowMatchEulerDiscreteScheduler(shift=self.shift)
-        sched.set_timesteps(steps)
-        return [float(s) for s in sched.sigmas]  # steps + 1 values, the last 0
+        return flow_sigmas(self.shift, steps)  # steps + 1 values, the last 0
 
     def time_values(self, steps: int) -> list[float]:
         return self.sigmas(steps)[:-1]
@@ -102,7 +102,7 @@ class FluxTask(Task):
     def step_kwargs(self, x, labels, t) -> dict:
         n = x.shape[0]
         ids = torch.cat([labels, torch.full_like(labels, models.NULL_CLASS)])
-        tokens = models.pack_latents(x)
+        tokens = pack(x)
         return dict(hidden_states=torch.cat([tokens, tokens]),
                     encoder_hidden_states=self.ehs[ids], pooled_projections=self.pooled[ids],
                     timestep=torch.full((2 * n,), float(t)), img_ids=self.img_ids,
@@ -115,7 +115,7 @@ class FluxTask(Task):
         for k in range(steps):
             out = fn(**self.step_kwargs(x, labels, sig[k]))[0]
             v = out[n:] + self.guidance * (out[:n] - out[n:])
-            x = x + (sig[k + 1] - sig[k]) * models.unpack_latents(v)
+            x = x + (sig[k + 1] - sig[k]) * unpack(v, 8, 8)
         return x
 
 

@@ -16,8 +16,12 @@ import time
 
 import torch
 
+from ts_compile.cli.demo_digits import pack
+from ts_compile.integrations.diffusers_inputs import flux_image_ids
+
 from . import models
 from .data import load_digits_split
+from .machine import load_average
 
 LR = 3e-4
 WARMUP = 100
@@ -25,6 +29,7 @@ BATCH = 128
 CLIP = 1.0
 LABEL_DROP = 0.1
 LOG_EVERY = 50
+DEFAULT_STEPS = 1000  # what the committed checkpoints were trained with
 
 
 def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, step: int) -> None:
@@ -33,13 +38,6 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, step: int) -> None:
         for e, p in zip(ema.parameters(), live.parameters()):
             e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
-
-def _uptime() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 class _Trainable(torch.nn.Module):
@@ -69,7 +67,7 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
         cfg = models.FLUX_CONFIG
         cond = models.FluxConditioning(models.FLUX_TEXT_TOKENS, cfg["joint_attention_dim"],
                                        cfg["pooled_projection_dim"])
-        img_ids = models.latent_image_ids(4, 4)
+        img_ids = flux_image_ids(4, 4)
         txt_ids = torch.zeros(models.FLUX_TEXT_TOKENS, 3)
     else:
         raise ValueError(f"kind must be 'dit' or 'flux', got {kind!r}")
@@ -80,7 +78,7 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
     curve: list[tuple[int, float]] = []
     window: list[float] = []
     log(f"[train {kind}] {params / 1e6:.2f} M parameters, {steps} steps, batch {BATCH}, "
-        f"seed {seed}, threads {threads}, load {_uptime()}")
+        f"seed {seed}, threads {threads}, load {load_average()}")
     start = time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
@@ -100,10 +98,10 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
             s = sigma.view(-1, 1, 1, 1)
             xt = (1 - s) * x0 + s * noise
             ehs, pooled = live.cond(y)
-            pred = live.net(hidden_states=models.pack_latents(xt), encoder_hidden_states=ehs,
+            pred = live.net(hidden_states=pack(xt), encoder_hidden_states=ehs,
                             pooled_projections=pooled, timestep=sigma, img_ids=img_ids,
                             txt_ids=txt_ids, return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(pred, models.pack_latents(noise - x0))
+            loss = torch.nn.functional.mse_loss(pred, pack(noise - x0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(live.parameters(), CLIP)
@@ -115,12 +113,12 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
             window = []
             el = time.perf_counter() - start
             log(f"[train {kind}] step {step + 1}/{steps} loss {curve[-1][1]:.4f} "
-                f"({el:.0f} s, {el / (step + 1):.3f} s/step, load {_uptime()})")
+                f"({el:.0f} s, {el / (step + 1):.3f} s/step, load {load_average()})")
     seconds = time.perf_counter() - start
     record = {"model": kind, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
               "warmup": WARMUP, "label_drop": LABEL_DROP, "threads": threads,
               "parameters": params, "train_seconds": round(seconds, 1),
-              "load_at_end": _uptime(), "loss_curve": curve,
+              "load_at_end": load_average(), "loss_curve": curve,
               "torch": torch.__version__, "machine": platform.machine()}
     if out:
         net_ema = ema.net
@@ -139,3 +137,19 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
         with open(os.path.join(out, "train_log.json"), "w") as f:
             json.dump(record, f, indent=1)
     return record
+
+
+def main(kind: str, argv: list[str] | None = None) -> int:
+    """The command line of `benchmarks/train_<kind>.py` (one entry, the model as its argument)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=f"Train the quality benchmark's {kind.upper()} model "
+                                            "on scikit-learn's digits (see docs/quality.md).")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default=os.path.join(models.CHECKPOINTS, f"{kind}_digits"),
+                   help="checkpoint folder (default: %(default)s)")
+    a = p.parse_args(argv)
+    train(kind, a.steps, seed=a.seed, threads=a.threads, out=a.out)
+    return 0

@@ -137,6 +137,37 @@ def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "
     began = time.perf_counter()
     digits_steps = steps
     steps = DEFAULT_STEPS if steps is None else steps
+    ts_options, fora_options = _demo_options(steps, size, compiler, interval, order, warmup)
+    folder = os.path.dirname(os.path.abspath(out_png))
+    if not os.path.isdir(folder):  # fail now, not after minutes of compiling
+        raise FileNotFoundError(errno.ENOENT, "no such directory", out_png)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+
+    model, make_step_inputs = tiny_flux(seed=0, size=size)
+    _print_setup(model, size, steps, ts_options, out)
+    bar = Progress(progress)
+    methods = _methods(model, ts_options, fora_options)
+    with torch.no_grad():
+        _warm_up(methods, make_step_inputs, steps, bar)
+        _time_generations(methods, make_step_inputs, steps, bar, out)
+    rows = _result_rows(methods, steps, out)
+    print(format_table(rows), file=out)
+    _note_unreliable_timings(rows, methods, ts_options, steps, out)
+    latents_png = out_png
+    if ckpt is not None:
+        root, ext = os.path.splitext(out_png)
+        latents_png = f"{root}_latents{ext or '.png'}"
+        rows += _run_digits(ckpt, digits_steps or ckpt.num_steps, ts_options, fora_options,
+                            bar, out, out_png)
+    _write_latents(methods, SIZES[size]["grid"], latents_png, out)
+    print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
+    out.flush()
+    return rows
+
+
+def _demo_options(steps: Any, size: str, compiler: str, interval: int, order: int,
+                  warmup: int) -> tuple[TaylorSeerOptions, TaylorSeerOptions]:
+    """(taylorseer, FORA) options, every argument checked before any work starts."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if size not in SIZES:
@@ -145,114 +176,131 @@ def run_demo(steps: int | None = None, compiler: str = "inductor", size: str = "
                                    compiler=compiler, num_steps=steps)  # validates, raises early
     fora_options = TaylorSeerOptions(interval=interval, order=0, warmup=warmup,
                                      compiler=compiler, num_steps=steps)
-    schedule = computed_steps(ts_options, steps)
-    folder = os.path.dirname(os.path.abspath(out_png))
-    if not os.path.isdir(folder):  # fail now, not after minutes of compiling
-        raise FileNotFoundError(errno.ENOENT, "no such directory", out_png)
-    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    return ts_options, fora_options
 
-    model, make_step_inputs = tiny_flux(seed=0, size=size)
+
+def _print_setup(model: torch.nn.Module, size: str, steps: int, ts_options: TaylorSeerOptions,
+                 out: TextIO) -> None:
     grid, text = SIZES[size]["grid"], SIZES[size]["text_tokens"]
     params = sum(p.numel() for p in model.parameters())
     cfg = SIZES[size]["config"]
     print(f"FLUX ({cfg['num_layers']} double + {cfg['num_single_layers']} single blocks, "
           f"{cfg['num_attention_heads']}x{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M "
           f"params, random weights), {grid * grid} image + {text} text tokens, {steps} Euler "
-          f"steps, compiler={compiler}, torch threads={torch.get_num_threads()}", file=out)
+          f"steps, compiler={ts_options.compiler}, torch threads={torch.get_num_threads()}",
+          file=out)
+    schedule = computed_steps(ts_options, steps)
     shown = ", ".join(map(str, schedule[:12])) + (", ..." if len(schedule) > 12 else "")
-    print(f"schedule (interval={interval}, warmup={warmup}): {len(schedule)}/{steps} steps "
-          f"computed [{shown}], ideal speedup x{flops_speedup(ts_options, steps):.2f}", file=out)
+    print(f"schedule (interval={ts_options.interval}, warmup={ts_options.warmup}): "
+          f"{len(schedule)}/{steps} steps computed [{shown}], ideal speedup "
+          f"x{flops_speedup(ts_options, steps):.2f}", file=out)
     out.flush()
 
-    bar = Progress(progress)
-    methods = [
+
+def _methods(model: torch.nn.Module, ts_options: TaylorSeerOptions,
+             fora_options: TaylorSeerOptions) -> list[_Method]:
+    """eager (the reference), the plain compile (the speed baseline), taylorseer, FORA."""
+    compiler = ts_options.compiler
+    return [
         _Method("eager", model, None, compiled=False),
         _Method(f"torch.compile ({compiler})", torch.compile(model, backend=compiler), None,
                 compiled=True),
         *(_Method(label, torch.compile(model, backend="taylorseer", options=_as_dict(options)),
                   options, compiled=True)
-          for label, options in [(f"taylorseer (N={interval}, O={order})", ts_options),
-                                 (f"FORA (N={interval})", fora_options)]),
+          for label, options in [
+              (f"taylorseer (N={ts_options.interval}, O={ts_options.order})", ts_options),
+              (f"FORA (N={fora_options.interval})", fora_options)]),
     ]
 
-    with torch.no_grad():
-        # One untimed generation each: eager's is the reference, the others compile.
-        for method in methods:
-            note = "warm-up generation (compiles)" if method.compiled else "reference generation"
-            method.fresh()
-            bar.show(method.label, 0.0, f"{note} step 0/{steps}")
-            start = time.perf_counter()
-            method.latents = sample(method.fn, make_step_inputs, steps,
-                                    lambda k: bar.show(method.label, k / steps,
-                                                       f"{note} step {k}/{steps}"))
-            method.first_s = time.perf_counter() - start
-            method.stats_before = stats(method.fn) if method.options is not None else None
-            bar.finish()
-        # Timed generations, interleaved so a change in machine load hits every method alike.
-        # No progress output inside a timed loop.
-        rounds = len(methods) * REPEATS
-        for r in range(REPEATS):
-            for i, method in enumerate(methods):
-                bar.show("timing", (r * len(methods) + i) / rounds,
-                         f"round {r + 1}/{REPEATS}: {method.label}")
-                method.fresh()
-                start = time.perf_counter()
-                x = sample(method.fn, make_step_inputs, steps)
-                method.times.append(time.perf_counter() - start)
-                if not torch.allclose(x, method.latents, rtol=1e-5, atol=1e-6):
-                    print(f"note: {method.label}: a timed generation differs from the warm-up "
-                          f"one by up to {float((x - method.latents).abs().max()):.3g}", file=out)
-                method.latents = x
-        bar.show("timing", 1.0, f"{REPEATS} rounds of {len(methods)} generations")
+
+def _warm_up(methods: list[_Method], make_step_inputs: Callable, steps: int,
+             bar: Progress) -> None:
+    """One untimed generation each: eager's is the reference, the others compile."""
+    for method in methods:
+        note = "warm-up generation (compiles)" if method.compiled else "reference generation"
+        method.fresh()
+        bar.show(method.label, 0.0, f"{note} step 0/{steps}")
+        start = time.perf_counter()
+        method.latents = sample(method.fn, make_step_inputs, steps,
+                                lambda k: bar.show(method.label, k / steps,
+                                                   f"{note} step {k}/{steps}"))
+        method.first_s = time.perf_counter() - start
+        method.stats_before = stats(method.fn) if method.options is not None else None
         bar.finish()
 
-    reference = methods[0].latents
+
+def _time_generations(methods: list[_Method], make_step_inputs: Callable, steps: int,
+                      bar: Progress, out: TextIO) -> None:
+    """Timed generations, interleaved so a change in machine load hits every method alike.
+    No progress output inside a timed loop."""
+    rounds = len(methods) * REPEATS
+    for r in range(REPEATS):
+        for i, method in enumerate(methods):
+            bar.show("timing", (r * len(methods) + i) / rounds,
+                     f"round {r + 1}/{REPEATS}: {method.label}")
+            method.fresh()
+            start = time.perf_counter()
+            x = sample(method.fn, make_step_inputs, steps)
+            method.times.append(time.perf_counter() - start)
+            if not torch.allclose(x, method.latents, rtol=1e-5, atol=1e-6):
+                print(f"note: {method.label}: a timed generation differs from the warm-up "
+                      f"one by up to {float((x - method.latents).abs().max()):.3g}", file=out)
+            method.latents = x
+    bar.show("timing", 1.0, f"{REPEATS} rounds of {len(methods)} generations")
+    bar.finish()
+
+
+def _result_rows(methods: list[_Method], steps: int, out: TextIO) -> list[dict[str, Any]]:
+    """One row per method: its steps per generation, times, and errors against eager's."""
     rows: list[dict[str, Any]] = []
     for method in methods:
         time_s = sorted(method.times)[len(method.times) // 2]
         computed, forecast = steps, 0
         if method.options is not None:
-            after = stats(method.fn)
-            graphs = max(after["graphs"], 1)
-            per_run = graphs * REPEATS
-            computed = (after["computed_steps"] - method.stats_before["computed_steps"]) // per_run
-            forecast = (after["forecast_steps"] - method.stats_before["forecast_steps"]) // per_run
-            if after["fallbacks"]:
-                print(f"note: {method.label} fell back to a plain compile: "
-                      f"{'; '.join(after['fallbacks'])}", file=out)
+            computed, forecast = _steps_per_timed_generation(method, out)
         rows.append(dict(method=method.label, computed_steps=computed, forecast_steps=forecast,
                          compile_s=max(method.first_s - time_s, 0.0) if method.compiled else None,
                          time_s=time_s, times_s=list(method.times), first_s=method.first_s,
                          final_latents=method.latents))
     baseline = rows[1]["time_s"]
+    reference = methods[0].latents
     ref_norm = reference.norm()
     for row in rows:
         diff = row["final_latents"] - reference
         row["speedup"] = baseline / row["time_s"]
         row["rel_l2"] = float(diff.norm() / ref_norm)
         row["max_abs"] = float(diff.abs().max())
+    return rows
 
-    print(format_table(rows), file=out)
+
+def _steps_per_timed_generation(method: _Method, out: TextIO) -> tuple[int, int]:
+    """(computed, forecast) steps of one timed generation, from the stats since the warm-up."""
+    after = stats(method.fn)
+    per_run = max(after["graphs"], 1) * REPEATS
+    computed = (after["computed_steps"] - method.stats_before["computed_steps"]) // per_run
+    forecast = (after["forecast_steps"] - method.stats_before["forecast_steps"]) // per_run
+    if after["fallbacks"]:
+        print(f"note: {method.label} fell back to a plain compile: "
+              f"{'; '.join(after['fallbacks'])}", file=out)
+    return computed, forecast
+
+
+def _note_unreliable_timings(rows: list[dict[str, Any]], methods: list[_Method],
+                             ts_options: TaylorSeerOptions, steps: int, out: TextIO) -> None:
     ideal = flops_speedup(ts_options, steps)
     spread = max(max(m.times) / min(m.times) for m in methods)
     if rows[2]["speedup"] > 1.1 * ideal or spread > 1.5:
         print(f"note: timings are unreliable: the measured speedup exceeds the FLOPs bound "
               f"x{ideal:.2f} or repeats spread x{spread:.2f}; another process was using the CPU. "
               "Rerun on a quiet machine (OMP_NUM_THREADS=1 steadies CPU timings).", file=out)
-    latents_png = out_png
-    if ckpt is not None:
-        root, ext = os.path.splitext(out_png)
-        latents_png = f"{root}_latents{ext or '.png'}"
-        rows += _run_digits(ckpt, digits_steps or ckpt.num_steps, ts_options, fora_options,
-                            bar, out, out_png)
-    image, scale = latents_figure(reference, methods[2].latents, methods[3].latents, grid)
-    image.save(latents_png, format="PNG")
-    print(f"wrote {latents_png}: final latents (first 3 channels, {grid}x{grid} tokens) "
+
+
+def _write_latents(methods: list[_Method], grid: int, png: str, out: TextIO) -> None:
+    image, scale = latents_figure(methods[0].latents, methods[2].latents, methods[3].latents, grid)
+    image.save(png, format="PNG")
+    print(f"wrote {png}: final latents (first 3 channels, {grid}x{grid} tokens) "
           f"full compute | taylorseer | FORA | |taylorseer - full| | |FORA - full| "
           f"(diff maps: mean |diff| over channels, colour bar 0 to {scale:.3g})", file=out)
-    print(f"total wall time {time.perf_counter() - began:.1f} s", file=out)
-    out.flush()
-    return rows
 
 
 def _run_digits(ckpt, steps: int, ts_options: TaylorSeerOptions, fora_options: TaylorSeerOptions,

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import torch
 
+from ..calling import state_bytes
 from ..options import CUTS, MAX_ORDER, STATE_DTYPES, OptionError, TaylorSeerOptions
 from .errors import CliError
 
@@ -195,13 +196,6 @@ def fmt_bytes(n: int) -> str:
 
 def _pattern(name: str) -> str:
     return re.sub(r"\.\d+(?=\.|$)", ".N", name)
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _group_regions(regions: Sequence[str]) -> list[list[Any]]:
@@ -387,13 +381,14 @@ def _trace(model, kwargs, cut, settings: TaylorSeerOptions):
 def _print_live(report, settings: TaylorSeerOptions, show_all: bool, out: TextIO) -> None:
     from tabulate import tabulate
 
-    itemsize = torch.empty((), dtype=settings.torch_state_dtype).element_size()
-    k = settings.order + 1
+    def table_bytes(shape) -> int:
+        return state_bytes([shape], settings.order, settings.torch_state_dtype)
+
     live = report.live_outputs
     print(f"\nlive outputs carrying Taylor state: {len(live)}", file=out)
     if show_all or len(live) <= LIVE_ROWS:
         rows = [[region, index, "x".join(map(str, shape)) or "scalar",
-                 str(dtype).removeprefix("torch."), f"{k * _numel(shape) * itemsize:,}"]
+                 str(dtype).removeprefix("torch."), f"{table_bytes(shape):,}"]
                 for region, index, shape, dtype in live]
         headers = ["region", "output", "shape", "model dtype", "state bytes"]
     else:
@@ -403,7 +398,7 @@ def _print_live(report, settings: TaylorSeerOptions, show_all: bool, out: TextIO
             groups.setdefault(key, []).append(region)
         rows = [[pattern, index, "x".join(map(str, shape)) or "scalar",
                  str(dtype).removeprefix("torch."), len(names),
-                 f"{len(names) * k * _numel(shape) * itemsize:,}"]
+                 f"{len(names) * table_bytes(shape):,}"]
                 for (pattern, index, shape, dtype), names in groups.items()]
         headers = ["region", "output", "shape", "model dtype", "count", "state bytes"]
     rows.append(["total", "", "", "", *([""] if len(headers) == 6 else []),
