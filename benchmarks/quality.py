@@ -206,6 +206,8 @@ def apply_measured_flops(res: dict, pattern: str) -> None:
     polynomial (elementwise) is added analytically: 2 (order + 1) FLOPs per element of the live
     outputs on a forecast step, 2 order + 1 per element for the table update on a computed step.
     """
+    from ts_compile.calling import live_elements
+
     measured: dict = {}
     for path in sorted(glob.glob(pattern)):
         with open(path) as f:
@@ -232,7 +234,7 @@ def apply_measured_flops(res: dict, pattern: str) -> None:
         else:
             m = per_cut.get(row["cut"], {})
             if m.get("forecast_step_flops") is not None:
-                numel = r["state_bytes"] / 4 / (row["order"] + 1) / n  # live outputs, batch 2
+                numel = live_elements(r["state_bytes"], row["order"]) / n  # live outputs, batch 2
                 c = r["computed"]
                 gen = (c * (m["compute_step_flops"] + (2 * row["order"] + 1) * numel)
                        + (row["steps"] - c) * (m["forecast_step_flops"]

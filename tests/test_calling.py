@@ -62,3 +62,11 @@ def test_export_names_a_time_input_the_call_does_not_pass(tmp_path):
         export(model, (make_inputs(spec), torch.tensor(1.0)), path=tmp_path / "a.tsaot",
                options={"time": "timestep"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_live_elements_inverts_state_bytes():
+    from ts_compile.calling import live_elements, state_bytes
+
+    for order, dtype in [(0, torch.float32), (2, torch.float32), (3, torch.bfloat16)]:
+        nbytes = state_bytes([(2, 3), (4,)], order, dtype)
+        assert live_elements(nbytes, order, dtype) == 10

@@ -46,6 +46,11 @@ def state_bytes(shapes: Sequence[Sequence[Any]], order: int, dtype: torch.dtype)
     return (order + 1) * sum(numel(shape) for shape in shapes) * itemsize
 
 
+def live_elements(nbytes: int, order: int, dtype: torch.dtype = torch.float32) -> float:
+    """Elements of the live outputs behind `nbytes` of state: the inverse of `state_bytes`."""
+    return nbytes / state_bytes([(1,)], order, dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class StateLayout:
     """The state inputs of one graph pair: its live outputs' tables, then the scalars."""

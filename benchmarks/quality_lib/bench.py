@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ts_compile.calling import live_elements
+
 from . import flops as F
 from . import metrics as M
 from .machine import load_average
@@ -107,7 +109,7 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
         else:
             if ts:
                 order = row.order
-                numel = state_bytes / 4 / (order + 1) / n  # live outputs at batch 2
+                numel = live_elements(state_bytes, order) / n  # live outputs at batch 2
                 poly, update = 2 * (order + 1) * numel, 2 * order * numel
                 forecast_flops = F.forecast_step_flops(per_module, regions, int(poly))
                 gen = computed * (full_flops + int(update)) + (row.steps - computed) * forecast_flops
