@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from ts_compile.cli.demo_digits import pack, unpack
+from ts_compile.cli.demo_digits import euler_guided, pack, unpack
 from ts_compile.cli.demo_digits import sigmas as flow_sigmas
 from ts_compile.integrations.diffusers_inputs import flux_image_ids
 
@@ -109,14 +109,11 @@ class FluxTask(Task):
                     txt_ids=self.txt_ids, return_dict=False)
 
     def sample(self, fn, noise, labels, steps=50):
-        sig = self.sigmas(steps)
-        x = noise.clone()
-        n = x.shape[0]
-        for k in range(steps):
-            out = fn(**self.step_kwargs(x, labels, sig[k]))[0]
-            v = out[n:] + self.guidance * (out[:n] - out[n:])
-            x = x + (sig[k + 1] - sig[k]) * unpack(v, 8, 8)
-        return x
+        ids = torch.cat([labels, torch.full_like(labels, models.NULL_CLASS)])
+        conditioning = dict(encoder_hidden_states=self.ehs[ids], pooled_projections=self.pooled[ids],
+                            img_ids=self.img_ids, txt_ids=self.txt_ids)
+        x = euler_guided(fn, pack(noise), conditioning, self.sigmas(steps), self.guidance)
+        return unpack(x, *noise.shape[-2:])
 
 
 def load_task(name: str, folder: str | None = None) -> Task:

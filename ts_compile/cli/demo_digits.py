@@ -186,25 +186,36 @@ def sample_digits(model: Callable, ckpt: DigitsCheckpoint, noise: torch.Tensor, 
     batched = ckpt.sampler["cfg"] == "batched"
     rows = torch.cat([labels, torch.full_like(labels, UNCOND)]) if batched else labels
     ehs, pooled = ckpt.encoder_hidden_states[rows], ckpt.pooled_projections[rows]
-    n = rows.shape[0]
     img_ids = flux_image_ids(h // 2, w // 2)
     txt_ids = torch.zeros(ehs.shape[1], 3)
     scale = float(ckpt.sampler["guidance_scale"])
     extra = {}
     if ckpt.model.config.guidance_embeds:  # guidance-distilled: the scale is an input
-        extra["guidance"] = torch.full((n,), scale)
-    s = sigmas(ckpt.sampler["shift"], num_steps)
-    x = pack(noise)
-    for k in range(num_steps):
+        extra["guidance"] = torch.full((rows.shape[0],), scale)
+    conditioning = dict(encoder_hidden_states=ehs, pooled_projections=pooled, img_ids=img_ids,
+                        txt_ids=txt_ids, **extra)
+    x = euler_guided(model, pack(noise), conditioning, sigmas(ckpt.sampler["shift"], num_steps),
+                     scale, batched, on_step)
+    low, high = (float(p) for p in ckpt.sampler["pixel_range"])
+    return ((unpack(x, h, w) - low) / (high - low)).clamp(0, 1)
+
+
+def euler_guided(model: Callable, x: torch.Tensor, conditioning: dict[str, torch.Tensor],
+                 s: list[float], scale: float, batched: bool = True,
+                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Flow-matching Euler steps over the sigmas `s` (the last 0) on packed tokens `x`, with
+    classifier-free guidance: `batched`, the model sees `[x, x]` against the conditioning's
+    (cond, uncond) rows and the velocity is uncond + scale * (cond - uncond); otherwise `x` alone
+    (a guidance-distilled model). The demo's and the quality benchmark's sampler."""
+    rows = conditioning["encoder_hidden_states"].shape[0]
+    for k in range(len(s) - 1):
         inp = torch.cat([x, x]) if batched else x
-        v = model(hidden_states=inp, encoder_hidden_states=ehs, pooled_projections=pooled,
-                  timestep=torch.full((n,), s[k]), img_ids=img_ids, txt_ids=txt_ids,
-                  return_dict=False, **extra)[0]
+        v = model(hidden_states=inp, timestep=torch.full((rows,), s[k]), return_dict=False,
+                  **conditioning)[0]
         if batched:
             v_cond, v_uncond = v.chunk(2)
             v = v_uncond + scale * (v_cond - v_uncond)
         x = x + (s[k + 1] - s[k]) * v
         if on_step is not None:
             on_step(k + 1)
-    low, high = (float(p) for p in ckpt.sampler["pixel_range"])
-    return ((unpack(x, h, w) - low) / (high - low)).clamp(0, 1)
+    return x
