@@ -209,3 +209,17 @@ def test_ours_on_a_diffusers_flux_raises_nothing_over_generations_and_matches_pl
             ts_compile.reset(ours)
             ts_compile.reset(theirs)
     assert ts_compile.stats(ours)["forecast_steps"] > 0
+
+
+def test_ours_keeps_every_guard_for_another_backend_after_a_taylorseer_compile():
+    """The pending graph of a taylorseer compile without the filter must not be taken for the
+    next compile's: a plain compile with the filter keeps its module guards."""
+    first = compile_ts(_Scaled(), interval=3, warmup=2, order=2)  # no filter
+    model = _Scaled()
+    plain = torch.compile(model, backend="eager", options={"guard_filter_fn": OURS})
+    x, t = make_inputs(SPEC), torch.ones(2)
+    with torch.no_grad():
+        first(x, t)
+        plain(x, t)
+        model.scale = 3.0
+        torch.testing.assert_close(plain(x, t), model(x, t), rtol=0, atol=0)  # recompiled

@@ -161,10 +161,13 @@ def skip_module_guards(entries: Sequence[Any]) -> list[bool]:
     guards on the module tree, and check the module tree once per generation instead."""
     runtime, model = getattr(_compiled, "last", (None, None))
     _compiled.last = (None, None)
-    if runtime is not None and model is not None:
+    # The graph whose guards these are must be the one the backend just returned: its frame's
+    # `self` is the model (a compile by another backend, or a frame of one block after a graph
+    # break, keeps every guard).
+    ours = runtime is not None and model is not None and any(
+        entry.has_value and entry.value is model for entry in entries)
+    if ours:
         runtime.module_snapshot = ModuleSnapshot(model)
-        keep_modules = False
-    else:  # a plain compile (no taylorseer graph, nothing to check per generation): keep them
-        keep_modules = True
+    keep_modules = not ours  # nothing would check the module tree per generation: keep them
     return [keep_modules or not entry.orig_guard.source.is_unspecialized_nn_module()
             for entry in entries]
