@@ -49,3 +49,21 @@ def dit(tmp_path_factory):
     path = export(model, (), make_kwargs(0, 6), options=DIT_OPTIONS,
                   path=tmp_path_factory.mktemp("dit") / "dit.tsaot")
     return model, make_kwargs, path
+
+
+def dit_runner_against_dynamo(model, make_kwargs, path, adjust=lambda kwargs: kwargs):
+    """Two 6-step DiT generations without reset (num_steps ends each): the artefact loaded from
+    `path` against the Dynamo path, call by call. Returns (runner, compiled)."""
+    from ts_compile.deploy import load
+
+    from .conftest import compile_ts
+
+    runner = load(path, options=DIT_OPTIONS)
+    compiled = compile_ts(model, **DIT_OPTIONS)
+    with torch.no_grad():
+        for generation in range(2):
+            for step in range(6):
+                kwargs = adjust(make_kwargs(step, 6))
+                torch.testing.assert_close(runner(**kwargs)[0], compiled(**kwargs)[0], **TOL,
+                                           msg=f"generation {generation} step {step}")
+    return runner, compiled

@@ -23,7 +23,8 @@ from ts_compile.options import TaylorSeerOptions
 from ts_compile.schedule import computed_steps
 
 from .conftest import compile_ts
-from .export_artefacts import DIT_OPTIONS, OPTIONS, TOL, dit, flux, flux_step_kwargs  # noqa: F401
+from .export_artefacts import (DIT_OPTIONS, OPTIONS, TOL, dit,  # noqa: F401
+                               dit_runner_against_dynamo, flux, flux_step_kwargs)
 
 HEIGHT = WIDTH = 32  # FluxPipeline -> 64 image tokens of 16 channels, as exported
 
@@ -89,15 +90,7 @@ def test_flux_contexts_and_explicit_step_index_reset_like_dynamo(flux):
 
 @pytest.mark.export
 def test_dit_matches_dynamo_path_and_resets_after_num_steps(dit):
-    model, make_kwargs, path = dit
-    runner = load(path, options=DIT_OPTIONS)
-    compiled = compile_ts(model, **DIT_OPTIONS)
-    with torch.no_grad():
-        for generation in range(2):  # no reset(): num_steps ends each generation
-            for step in range(6):
-                kwargs = make_kwargs(step, 6)
-                torch.testing.assert_close(runner(**kwargs)[0], compiled(**kwargs)[0], **TOL,
-                                           msg=f"generation {generation} step {step}")
+    runner, compiled = dit_runner_against_dynamo(*dit)  # no reset(): num_steps ends each
     same_stats(runner, compiled)
     assert runner.stats()["computed_steps"] == 2 * len(computed_steps(
         TaylorSeerOptions(**DIT_OPTIONS), 6))

@@ -19,7 +19,8 @@ from ts_compile.runtime import Controller
 
 from .conftest import compile_ts
 from .diffusers_models import tiny_dit
-from .export_artefacts import DIT_OPTIONS, OPTIONS, TOL, flux_step_kwargs
+from .export_artefacts import (DIT_OPTIONS, OPTIONS, TOL, dit_runner_against_dynamo,
+                               flux_step_kwargs)
 from .models import ModelSpec, build_model, make_inputs
 from .pipelines import flux_pipeline
 
@@ -60,16 +61,11 @@ def test_artefact_holds_two_onnx_models_without_input_mutation(flux_onnx):
 
 
 def test_dit_matches_dynamo_path_every_step_and_resets_after_num_steps(dit_onnx):
-    model, make_kwargs, path = dit_onnx
-    runner = load(path, options=DIT_OPTIONS)
-    compiled = compile_ts(model, **DIT_OPTIONS)
-    with torch.no_grad():
-        for generation in range(2):  # no reset(): num_steps ends each generation
-            for step in range(6):
-                kwargs = make_kwargs(step, 6)
-                kwargs["timestep"] = kwargs["timestep"][:1].expand(2)  # as DiT pipelines pass it
-                torch.testing.assert_close(runner(**kwargs)[0], compiled(**kwargs)[0], **TOL,
-                                           msg=f"generation {generation} step {step}")
+    def as_pipelines_pass_it(kwargs):
+        return dict(kwargs, timestep=kwargs["timestep"][:1].expand(2))
+
+    # no reset(): num_steps ends each generation
+    runner, compiled = dit_runner_against_dynamo(*dit_onnx, adjust=as_pipelines_pass_it)
     got, want = runner.stats(), ts_compile.stats(compiled)
     for key in ("regions", "live_outputs", "computed_steps", "forecast_steps", "state_bytes"):
         assert got[key] == want[key], key

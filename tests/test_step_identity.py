@@ -152,17 +152,9 @@ def test_second_generation_without_reset_starts_fresh(time):
     time_of = (lambda args, kwargs: float(args[1])) if time == "timestep" else None
     ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER, official_schedule(WARMUP, INTERVAL),
                           time_of=time_of)
-    with torch.no_grad(), warnings.catch_warnings(record=True) as record:
+    with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        for generation, steps in enumerate((9, 7)):  # no reset between them
-            ref.reset()
-            latent = x
-            for step, t in enumerate(times(steps)):
-                t = torch.tensor(t)
-                got, want = compiled(latent, t), ref(latent, t)
-                torch.testing.assert_close(got, want, **TOL,
-                                           msg=lambda m: f"generation {generation} step {step}: {m}")
-                latent = latent - 0.05 * got
+        check_generations(compiled, ref, x, (9, 7))  # no reset between them
     assert ts_messages(record) == []
     assert ts_compile.stats(compiled)["time_went_back"] == 1
 
@@ -173,9 +165,14 @@ def test_second_generation_without_reset_starts_fresh(time):
 def run_generations(compiled, model, lengths, num_steps):
     """Generations of the given lengths without reset; every call against a reference that
     knows num_steps (so it computes the steps past the end, as the official rule does)."""
-    x = make_inputs(SPEC)
     ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER,
                           official_schedule(WARMUP, INTERVAL, 0, num_steps))
+    check_generations(compiled, ref, make_inputs(SPEC), lengths)
+
+
+def check_generations(compiled, ref, x, lengths):
+    """Generations of the given lengths, nothing said between them (the time goes back up), each
+    call against the reference (reset by hand at each generation's start)."""
     with torch.no_grad():
         for generation, steps in enumerate(lengths):
             ref.reset()
