@@ -108,9 +108,9 @@ class StateLayout:
 
     @staticmethod
     def graph_inputs(user_inputs: Sequence[Any], state: Any) -> tuple:
-        """The graphs' arguments for one call: `state` holds `tables` (the rows) and `scalars`
-        (a `state.TaylorState`)."""
-        return (*user_inputs, *state.tables, state.scalars)
+        """The graphs' arguments for one call: `state.inputs` (a `state.TaylorState`'s rows, then
+        its scalars, put together once when the state is made)."""
+        return (*user_inputs, *state.inputs)
 
     def user_inputs(self, flat: Sequence[Any]) -> Sequence[Any]:
         """The user's part of a graph's arguments."""

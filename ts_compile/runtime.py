@@ -316,7 +316,7 @@ class GraphRuntime:
             if in_time:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=True)
-            out = self.compute_fn(*self.state_layout.graph_inputs(args, state))
+            out = self.compute_fn(*args, *state.inputs)  # calling.py's order
             state.record_computed(step, rows)
             counts[0] += 1
             self.computed_steps += 1
@@ -326,7 +326,7 @@ class GraphRuntime:
             if in_time:
                 apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
                                   computed=False)
-            out = self.forecast_fn(*self.state_layout.graph_inputs(args, state))
+            out = self.forecast_fn(*args, *state.inputs)
             counts[1] += 1
             self.forecast_steps += 1
         state.last_step = step

@@ -31,6 +31,8 @@ class TaylorState:
         # `ts_compile.taylor`); flat, in the order the graphs take them (calling.py).
         self.tables = layout.new_rows(shapes, device)
         self.scalars = layout.new_scalars(device)
+        # The graphs' state arguments, in calling.py's order: built once, not per call.
+        self.inputs = (*self.tables, self.scalars)
         self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
         # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
         # built per step; CPU kernels are synchronous, so no call can still be reading them).
