@@ -2,6 +2,7 @@
 
     python benchmarks/call_overhead.py                     # every variant, --size tiny (~5 min)
     python benchmarks/call_overhead.py --variants default,skip-module-guards --size cpu
+    python benchmarks/call_overhead.py --count-guards     # the guards by kind, the module check
 
 A forecast step is a call of the compiled model: Dynamo's frame entry and guard evaluation, the
 arguments gathered (every parameter is a graph input), the runtime, then the forecast graph. The
@@ -159,6 +160,36 @@ def _graph_alone(compiled, runtime, noise, inputs) -> float:
     return statistics.median(times)
 
 
+def count_guards(size: str) -> None:
+    """Dynamo's guards on the benchmark model by kind (on the module tree or not), and what
+    `skip_module_guards`' per-generation module check costs on it."""
+    from collections import Counter
+
+    import speed
+    from ts_compile.module_guards import ModuleSnapshot
+
+    model, noise, inputs = speed.build_model(size)
+    kinds: Counter = Counter()
+
+    def counting(entries):
+        for e in entries:
+            kinds[e.guard_type, e.orig_guard.source.is_unspecialized_nn_module()] += 1
+        return [True] * len(entries)
+
+    with torch.no_grad():
+        torch.compile(model, backend="eager", options={"guard_filter_fn": counting})(
+            **inputs(noise, 0.5))
+    on_tree = sum(n for (_, tree), n in kinds.items() if tree)
+    print(f"{sum(kinds.values())} guards, {on_tree} on the module tree; by kind (module tree): "
+          + ", ".join(f"{kind} {n}" for (kind, tree), n in kinds.most_common() if tree))
+    snapshot = ModuleSnapshot(model)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        assert not snapshot.changes(model)
+    print(f"skip_module_guards' module check: {(time.perf_counter() - t0) / 20 * 1e3:.2f} ms per "
+          f"generation ({len(snapshot.modules)} modules)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
@@ -168,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     parser.add_argument("--compiler", default="inductor", choices=("inductor", "eager"),
                         help="inner compiler of both models (eager: for the tests)")
+    parser.add_argument("--count-guards", action="store_true",
+                        help="print Dynamo's guards on the model by kind, and the cost of "
+                             "skip_module_guards' per-generation check, then exit")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -175,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown lever(s) {', '.join(bad)}; levers are {', '.join(LEVERS)}")
     torch.set_num_threads(args.threads)
+    if args.count_guards:
+        count_guards(args.size)
+        return 0
     if args.one is not None:
         print("RESULT " + json.dumps(measure(args.one, args.size, args.repeats, args.compiler)))
         return 0

@@ -121,3 +121,16 @@ def test_call_overhead_refuses_an_unknown_lever():
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--variants", "default,skip-guards"])
     assert exit_info.value.code == 2
+
+
+def test_call_overhead_counts_the_guards(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--count-guards"]) == 0
+    out = capsys.readouterr().out
+    total, on_tree = map(int, re.search(r"(\d+) guards, (\d+) on the module tree", out).groups())
+    assert 0 < on_tree < total, out
+    assert re.search(r"TENSOR_MATCH \d+", out)  # the parameters' guards are among them
+    assert re.search(r"module check: [\d.]+ ms per generation \(\d+ modules\)", out)
