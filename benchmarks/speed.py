@@ -3,6 +3,7 @@
     python benchmarks/speed.py                       # the full table (tens of minutes on 2 cores)
     python benchmarks/speed.py --rows inductor,ts-N5-o2-block,diffusers-eager --repeats 3
     python benchmarks/speed.py --size tiny --steps 6 --repeats 1 --compiler eager   # seconds
+    python benchmarks/speed.py --size tiny --free-tensors ...   # parameters as graph attributes
 
 A FLUX-shaped `FluxTransformer2DModel` (random weights; "cpu" size: 2 double + 4 single blocks,
 4x32 heads, 1024 image + 32 text tokens, the setup of the peers measured in the reference notes)
@@ -171,6 +172,7 @@ class Row:
             compiled, kind, reset, options, cut)
         self.first_s = 0.0
         self.times: list[float] = []
+        self.call_times: list[float] = []  # per generation: its model calls only (no sampler)
         self.compute_step: list[float] = []
         self.forecast_step: list[float] = []
         self.graph_breaks = 0
@@ -434,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
                              "host work per call with the graphs stubbed out (20000)")
     parser.add_argument("--no-compile-probe", action="store_true",
                         help="skip the cold-compile measurement in subprocesses")
+    parser.add_argument("--free-tensors", action="store_true",
+                        help="set torch._dynamo.config.install_free_tensors = True for every "
+                             "row: parameters become graph attributes, not graph inputs "
+                             "(process-wide; docs/performance.md, \"Call overhead\")")
     parser.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     try:
         args = parser.parse_args(argv)
@@ -458,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.free_tensors:  # before any compile, so every row and the floor trace alike
+        torch._dynamo.config.install_free_tensors = True
     if args.compile_probe:
         return compile_probe(args)
     if "inductor" not in keys:
@@ -520,7 +528,8 @@ def _print_setup(args, model, load_before: tuple[float, float, float]) -> None:
           f"{cfg['num_single_layers']} single blocks, {cfg['num_attention_heads']}x"
           f"{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M params, random weights), "
           f"{spec['grid'] ** 2} image + {spec['text']} text tokens, {args.steps} Euler steps, "
-          f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated")
+          f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated"
+          + (", install_free_tensors=True (every row)" if args.free_tensors else ""))
 
 
 def _step_flops(model, noise, inputs, rows: list[Row]) -> tuple[int, dict[str, tuple[int, int]]]:
@@ -598,6 +607,7 @@ def _timed_generations(rows: list[Row], noise, inputs, steps: int,
             f0 = counters["frames"]["ok"]
             x = sample(row.call, noise, inputs, steps, step_times)
             row.times.append(time.perf_counter() - t0)
+            row.call_times.append(sum(step_times))
             row.frames_later += counters["frames"]["ok"] - f0
             if rep == 0 and rss_ok:
                 row.peak_rss_mib = (_proc_kib("VmHWM") - rss0) / 1024
@@ -656,7 +666,7 @@ def _table_row(row: Row, steps: int, fs: float, base: float, full_step: float,
     return [
         row.key, row.label, f"{row.computed_measured}/{steps}", f"{fs:.2f}",
         f"{med:.3f} [{min(row.times):.3f}-{max(row.times):.3f}]", f"{sp:.2f}",
-        f"{sp / fs:.2f}", "-" if bound is None else f"{bound / med:.2f}",
+        f"{sp / fs:.2f}", "-" if bound is None else f"{bound / median(row.call_times):.2f}",
         fmt_ms(median(row.compute_step)), fmt_ms(forecast),
         "-" if vs_non_block is None else f"{vs_non_block:.2f}",
         "-" if compile_s is None else f"{compile_s:.1f}",
@@ -681,9 +691,10 @@ def _print_table(args, rows: list[Row], by_key: dict[str, Row], floor_row: Row |
     print("FLOPs speedup: steps x full-step FLOPs / FLOPs of a generation (FlopCounterMode: "
           "taylorseer from one compute and one forecast step of its eager graphs; diffusers and "
           "cache-dit from a whole eager hooked generation). efficiency = speedup vs Inductor / "
-          "FLOPs speedup. of floor = floor-bound time / time, the floor-bound time being the "
-          "computed steps x Inductor's full step + the other steps x the non-block step "
-          "(below). forecast / non-block = forecast step / non-block step. "
+          "FLOPs speedup. of floor = floor-bound time / the row's model-call time per "
+          "generation (the sum of its steps; the sampler's own work between calls is in "
+          "neither), the floor-bound time being the computed steps x Inductor's full step + "
+          "the other steps x the non-block step (below). forecast / non-block = forecast step / non-block step. "
           "compile s = warm-up generation - median. peak RSS +MiB: VmHWM over the "
           "first timed generation minus VmRSS before it (process-wide; n/a where /proc/self/"
           "clear_refs is not writable). Inductor cache dir: "
@@ -898,6 +909,8 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
                    "--compile-probe", which]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
+            if args.free_tensors:
+                cmd += ["--free-tensors"]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             m = re.search(r"COMPILE_PROBE ([\d.]+) ([\d.]+)", proc.stdout)
             got[which] = float(m.group(1)) if m else None

@@ -131,12 +131,13 @@ def test_ours_refuses_parameters_whose_dtype_changed_under_unchanged_inputs():
             compiled(x, t)
 
 
+@pytest.mark.parametrize("free_tensors", [False, True], ids=["inputs", "free-tensors"])
 @pytest.mark.parametrize("edit", ["attribute", "submodule", "parameter", "hook"])
-def test_ours_refuses_a_model_edited_between_generations(edit):
+def test_ours_refuses_a_model_edited_between_generations(edit, free_tensors):
     model = _Scaled()
     compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS)
     x, t = make_inputs(SPEC), torch.ones(2)
-    with torch.no_grad():
+    with torch.no_grad(), torch._dynamo.config.patch(install_free_tensors=free_tensors):
         for _ in range(4):
             compiled(x, t)
         ts_compile.reset(compiled)
@@ -155,6 +156,29 @@ def test_ours_refuses_a_model_edited_between_generations(edit):
         with pytest.raises(ts_compile.ModelEditedError, match=needle) as error:
             compiled(x, t)
     assert "torch._dynamo.reset()" in str(error.value)
+
+
+@pytest.mark.parametrize("compiler", ["eager", pytest.param("inductor", marks=pytest.mark.inductor)])
+def test_ours_with_parameters_as_graph_attributes(compiler):
+    """torch._dynamo.config.install_free_tensors (docs/performance.md): the parameters are graph
+    attributes, not inputs. Forecasts still equal the reference, and the graphs read the
+    parameters themselves (Inductor does not fold them): an in-place update (load_state_dict)
+    is seen at the next step."""
+    model = build_model(SPEC)
+    with torch._dynamo.config.patch(install_free_tensors=True):
+        compiled = compile_ts(model, interval=3, warmup=2, order=2, guard_filter_fn=OURS,
+                              compiler=compiler)
+        reference = EagerTaylorSeer(model, block_paths(SPEC), 2, official_schedule(2, 3))
+        x = make_inputs(SPEC)
+        _generation(compiled, reference, x)
+        graphs = ts_compile.api.controller_of(compiled).runtimes[0].graphs
+        placeholders = [n for n in graphs.compute.graph.nodes if n.op == "placeholder"]
+        params = len(list(model.parameters()))
+        assert len(placeholders) < params, "the parameters were still graph inputs"
+        with torch.no_grad():
+            model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
+        _generation(compiled, reference, x)
+    assert ts_compile.stats(compiled)["recompiles"] == 0
 
 
 def test_ours_keeps_every_guard_of_a_plain_compile():

@@ -67,6 +67,24 @@ def test_tiny_run_prints_the_table(capsys):
     assert "== (d) Taylor state for FLUX.1-dev" in out and "0.141 GiB" in out
 
 
+def test_free_tensors_flag_applies_to_every_row_and_the_rows_still_run(capsys):
+    import torch
+
+    speed = _speed()
+    # The flag sets Dynamo's process-wide config; the patch puts it back after the run.
+    with torch._dynamo.config.patch(install_free_tensors=False):
+        rc = speed.main(["--size", "tiny", "--steps", "6", "--repeats", "1", "--threads", "1",
+                         "--compiler", "eager", "--host-calls", "300", "--free-tensors",
+                         "--rows", "ts-dsched-o2-block-mg"])
+        assert torch._dynamo.config.install_free_tensors
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "install_free_tensors=True (every row)" in out
+    cells = _table_rows(out)["ts-dsched-o2-block-mg"]
+    assert cells[14] == "0" and cells[15] == "0", cells  # graph breaks, recompiles
+    assert float(cells[9]) > 0, cells  # it forecast
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--rows", "eager,nope"], "unknown row(s) 'nope'"),
     (["--size", "huge"], "--size must be one of"),
