@@ -20,15 +20,17 @@ At a skipped step s, with x = s - s_j, the forecast is F_hat(s) = sum_i c_i D_i,
 
     taylor:   c_i = x^i / i!                                  (official TaylorSeer code)
     hermite:  c_i = sigma^i H_i(sigma x) / i!                 (HiCache, arXiv 2508.16984: physicists'
-              Hermite polynomials H_i, contraction sigma = options.hermite_sigma; the form of its
-              code, `F_0 + sum_k (1/k!) H_k(sigma x) sigma^k Delta^k F`, "HiCache" mode, as in
-              github.com/yiming-l21/CFGCache models/flux, a copy of fenglang918/HiCache)
+              Hermite polynomials H_i, contraction sigma = options.hermite_sigma; the form of
+              its code, `F_0 + sum_k (1/k!) H_k(sigma x) sigma^k Delta^k F`, default sigma 0.5
+              in its cache_init "HiCache" mode: github.com/fenglang918/HiCache, read here in
+              the copy github.com/yiming-l21/CFGCache, whose README is HiCache's)
     newton:   c_i = prod_{k<i} (s - s_{j-k})                  (Newton's form of the polynomial
               through the last `filled` computed points: exact for polynomial features of
               degree <= order, at any node spacing)
 
-(with uniform spacing h TaylorSeer's rows are i! h^0.. times the divided differences, so "taylor"
-and "newton" share the rows but not the coefficients there; "taylor" is exact for degree <= 1).
+(with uniform spacing TaylorSeer's D_i is i! times the divided difference f[s_j..s_{j-i}], but its
+monomials are not Newton's products: "taylor" is exact for degree <= 1 only, "newton" for degree
+<= order). The forecasters' state, graphs and layout are the same: only these scalars differ.
 Differences are taken in float32 whatever the model's dtype; the table is stored in the state
 dtype.
 
@@ -41,7 +43,8 @@ feature; a stacked table would be built in a temporary and copied). The per-step
      nonfinite_forecast, nonfinite_computed]
 
 c_i: forecast coefficients (0 past the filled orders), g_i: the divisor of row i + 1, has_prev_i:
-1 where the old table holds D_i. Entries a step does not use are 0. The host writes the first
+1 where the old table holds D_i. Entries a step does not use are 0 (but taylor and hermite write
+the latest gap into every g_i, as the single dt of the earlier layout). The host writes the first
 ``3 * order + 1`` entries each step; the last two are device-side counters the graphs add to
 (non-finite values met in forecasts, and in features entering the state) and only
 `ts_compile.stats` reads.
