@@ -5,6 +5,7 @@ and time variables; the exactness of "newton" on polynomial features; option err
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -232,3 +233,40 @@ def test_hermite_coefficients_are_hicache_at_small_orders():
     got = Forecaster("hermite", 2, 0.5).forecast_scalars(3, [0], 3)[:3]
     assert got == pytest.approx([1.0, 1.5, 0.875])
     assert math.isclose(Forecaster("newton", 2).forecast_scalars(7, [5, 2], 2)[1], 2.0)
+
+
+# ------------------------------------------------------------------------------------------
+# an exported artefact records its forecaster, and the loaded runner forecasts the same way
+# ------------------------------------------------------------------------------------------
+@pytest.mark.export
+def test_onnx_artefact_forecasts_with_its_recorded_forecaster(tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from ts_compile.artefact import ArtefactError
+    from ts_compile.deploy import export, load
+
+    model = build_model(SPEC)
+    x = make_inputs(SPEC)
+    schedule = [0, 1, 2, 5, 9]
+    options = dict(order=3, schedule=schedule, forecaster="newton", time="timestep",
+                   time_input="t")
+    path = export(model, (x, torch.tensor(1.0)), options=options, format="onnx",
+                  path=tmp_path / "blocks.tsonnx")
+    manifest_file = path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["options"]["forecaster"] == "newton"
+    runner = load(path)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 3, lambda s: s in schedule,
+                                time_of=lambda args, kwargs: float(args[1]), forecaster="newton")
+    with torch.no_grad():
+        for step in range(12):
+            t = torch.tensor(1.0 - 0.06 * step - 0.003 * step * step)
+            torch.testing.assert_close(runner(x, t), reference(x, t), rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"step {step}: {m}")
+    assert runner.stats()["forecaster"] == "newton"
+    assert runner.stats()["forecast_steps"] == 7
+
+    manifest["options"]["forecaster"] = "chebyshev"  # e.g. written by a newer ts_compile
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ArtefactError, match="invalid options.*'forecaster'='chebyshev'"):
+        load(path)
