@@ -6,8 +6,8 @@
 Samples the checkpoint's digits (the demo's sampler: flow-matching Euler with batched CFG, same
 noise for every run) with full compute, then with `backend="taylorseer"` for every forecaster x
 order x interval x time variable ("step", and "timestep": the sampler's sigma, unevenly spaced
-under the checkpoint's shift), inner compiler eager (the same graphs and scalars as Inductor). Prints
-one table: relative L2 error of the final pixels against full compute. Every run computes the
+under the checkpoint's shift), inner compiler eager (the same graphs and scalars as Inductor).
+Prints one table: relative L2 error of the final pixels against full compute. Every run computes the
 same steps, so the FLOPs are equal across forecasters within a row. One seed, a small batch: a
 quick comparison, not the quality benchmark (docs/quality.md).
 """

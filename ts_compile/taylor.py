@@ -19,11 +19,11 @@ option recursion="official-flux"). The divisor g_i is where forecasters differ:
 At a skipped step s, with x = s - s_j, the forecast is F_hat(s) = sum_i c_i D_i, where
 
     taylor:   c_i = x^i / i!                                  (official TaylorSeer code)
-    hermite:  c_i = sigma^i H_i(sigma x) / i!                 (HiCache, arXiv 2508.16984: physicists'
-              Hermite polynomials H_i, contraction sigma = options.hermite_sigma; the form of
-              its code, `F_0 + sum_k (1/k!) H_k(sigma x) sigma^k Delta^k F`, default sigma 0.5
-              in its cache_init "HiCache" mode: github.com/fenglang918/HiCache, read here in
-              the copy github.com/yiming-l21/CFGCache, whose README is HiCache's)
+    hermite:  c_i = sigma^i H_i(sigma x) / i!                 (HiCache, arXiv 2508.16984:
+              physicists' Hermite polynomials H_i, contraction sigma = options.hermite_sigma;
+              the form of its code, `F_0 + sum_k (1/k!) H_k(sigma x) sigma^k Delta^k F`,
+              default sigma 0.5 in its cache_init "HiCache" mode: github.com/fenglang918/HiCache,
+              read here in the copy github.com/yiming-l21/CFGCache, whose README is HiCache's)
     newton:   c_i = prod_{k<i} (s - s_{j-k})                  (Newton's form of the polynomial
               through the last `filled` computed points: exact for polynomial features of
               degree <= order, at any node spacing)
