@@ -10,18 +10,27 @@ under the checkpoint's shift), inner compiler eager (the same graphs and scalars
 Prints one table: relative L2 error of the final pixels against full compute. Every run computes the
 same steps, so the FLOPs are equal across forecasters within a row. One seed, a small batch: a
 quick comparison, not the quality benchmark (docs/quality.md).
+
+    python benchmarks/forecasters.py --host-cost
+
+prints instead what each forecaster adds per step outside the graphs (the graphs are the same for
+all): the host's scalars (`Forecaster.forecast_scalars` / `compute_scalars`, order 2) and, for
+time="timestep"/"sigma", the device ops of a forecast step's `apply_device_time`, here on CPU
+tensors (best of 5, one thread).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import timeit
 
 import torch
 
 import ts_compile
 from ts_compile.cli.demo_digits import default_checkpoint, initial_noise, load_checkpoint, \
     sample_digits
+from ts_compile.taylor import Forecaster, apply_device_time, scalars_vector
 
 FORECASTERS = ({"forecaster": "taylor"}, {"forecaster": "hermite"},
                {"forecaster": "newton"})
@@ -29,6 +38,30 @@ FORECASTERS = ({"forecaster": "taylor"}, {"forecaster": "hermite"},
 
 def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def host_cost(order: int = 2) -> None:
+    """Microseconds per call of each forecaster's per-step work outside the graphs."""
+    torch.set_num_threads(1)
+    nodes, calls = [10, 5, 0], 100_000
+
+    def best(fn, number):
+        return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+    print(f"order {order}: us per call (best of 5, one thread)")
+    for kind in (f["forecaster"] for f in FORECASTERS):
+        host = Forecaster(kind, order, 0.5)
+        unit = Forecaster(kind, order, 0.5, unit_time=True)
+        basis = unit.device_basis(torch.device("cpu"))
+        scalars = scalars_vector(unit.forecast_scalars(12, nodes, order + 1))
+        times, now = torch.tensor([0.5, 0.6]), torch.tensor(0.4)
+        exponents = torch.arange(order + 1.0)
+        forecast = best(lambda: host.forecast_scalars(12, nodes, order + 1), calls)
+        compute = best(lambda: host.compute_scalars(15, nodes, order + 1), calls)
+        device = best(lambda: apply_device_time(scalars, now, times, exponents, False, kind, basis),
+                      calls // 10)
+        print(f"{kind:8} host forecast_scalars {forecast:.2f}, compute_scalars {compute:.2f}; "
+              f"device-time forecast ops (CPU tensors) {device:.1f}")
 
 
 def main() -> None:
@@ -39,7 +72,12 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=2)
     parser.add_argument("--intervals", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--orders", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--host-cost", action="store_true", help="time the per-step work "
+                        "outside the graphs instead (no checkpoint needed)")
     args = parser.parse_args()
+    if args.host_cost:
+        host_cost()
+        return
     ckpt = load_checkpoint(args.checkpoint or default_checkpoint())
     noise = initial_noise(ckpt, args.per_class)
     began = time.perf_counter()
