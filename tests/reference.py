@@ -36,6 +36,16 @@ Step index ``s`` counts calls since construction / ``reset()`` (0-based).
 Note that this lagged-difference recursion forecasts constant (order >= 0)
 and linear (order >= 1) trajectories exactly, but not quadratics or higher,
 because the differences are taken between consecutive *computed* steps.
+
+Other forecasters (``forecaster=``), written from their definitions:
+
+* ``"hermite"`` (HiCache, arXiv 2508.16984): the same table, and the forecast
+  ``F_hat = table[0] + sum_{k>=1} table[k] * sigma**k * H_k(sigma * (s - s_j)) / k!``
+  with the physicists' Hermite polynomial from its explicit sum
+  ``H_n(y) = n! * sum_{m <= n/2} (-1)**m (2y)**(n - 2m) / (m! (n - 2m)!)``.
+* ``"newton"``: the polynomial through the last ``order + 1`` computed points
+  ``(t_j, F_j)`` (fewer right after a reset), in Lagrange's form:
+  ``F_hat(s) = sum_j F_j * prod_{m != j} (s - t_m) / (t_j - t_m)``.
 """
 
 from __future__ import annotations
@@ -110,6 +120,8 @@ class EagerTaylorSeer:
         order: int,
         computed: Callable[[int], bool],
         time_of: Optional[Callable[[tuple, dict], float]] = None,
+        forecaster: str = "taylor",
+        sigma: float = 0.5,
     ):
         if not (0 <= int(order) <= 4):
             raise ValueError(f"order must be in 0..4, got {order}")
@@ -118,6 +130,10 @@ class EagerTaylorSeer:
         self.order = int(order)
         self.computed = computed
         self.time_of = time_of
+        if forecaster not in ("taylor", "hermite", "newton"):
+            raise ValueError(f"unknown forecaster {forecaster!r}")
+        self.forecaster = forecaster
+        self.sigma = float(sigma)
         self.modules: Dict[str, nn.Module] = {
             p: model.get_submodule(p) for p in self.module_paths
         }
@@ -126,6 +142,8 @@ class EagerTaylorSeer:
     def reset(self) -> None:
         """Forget all tables and restart the step counter at 0."""
         self.tables: Dict[str, List[List[torch.Tensor]]] = {}
+        # newton: per path, per output, the last order + 1 computed (time, value), newest last
+        self.points: Dict[str, List[List[tuple]]] = {}
         self.out_kinds: Dict[str, str] = {}
         self.out_dtypes: Dict[str, List[torch.dtype]] = {}
         self.computed_steps: List[int] = []
@@ -168,6 +186,12 @@ class EagerTaylorSeer:
                     break
             new_tables.append(new)
         self.tables[path] = new_tables
+        old_points = self.points.get(path)
+        self.points[path] = [
+            ((old_points[k] if old_points is not None else []) + [(s, F.detach().float().clone())])
+            [-(self.order + 1):]
+            for k, F in enumerate(outputs)
+        ]
 
     def forecast(self, path: str, s: float):
         """Forecast of module ``path``'s output at time ``s`` (same structure
@@ -176,8 +200,20 @@ class EagerTaylorSeer:
         results = []
         for k, table in enumerate(self.tables[path]):
             acc = torch.zeros_like(table[0])
-            for i in range(len(table)):
-                coef = (s - s_j) ** i / math.factorial(i)  # python float
+            if self.forecaster == "newton":
+                points = self.points[path][k]
+                for j, (t_j, value) in enumerate(points):
+                    weight = 1.0  # Lagrange basis polynomial L_j(s), a python float
+                    for m, (t_m, _) in enumerate(points):
+                        if m != j:
+                            weight *= (s - t_m) / (t_j - t_m)
+                    acc = acc + value * weight
+            for i in range(len(table) if self.forecaster != "newton" else 0):
+                x = s - s_j
+                if self.forecaster == "hermite":
+                    coef = self.sigma ** i * _hermite(i, self.sigma * x) / math.factorial(i)
+                else:
+                    coef = x ** i / math.factorial(i)  # python float
                 acc = acc + table[i] * coef
             results.append(acc.to(self.out_dtypes[path][k]))
         kind = self.out_kinds[path]
@@ -264,6 +300,14 @@ class EagerTaylorSeer:
 
 
 _MISSING = object()
+
+
+def _hermite(n: int, y: float) -> float:
+    """Physicists' Hermite polynomial H_n(y), from its explicit sum (not a recurrence)."""
+    return math.factorial(n) * sum(
+        (-1) ** m * (2 * y) ** (n - 2 * m) / (math.factorial(m) * math.factorial(n - 2 * m))
+        for m in range(n // 2 + 1)
+    )
 
 
 def _cloned(output):

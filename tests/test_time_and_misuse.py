@@ -163,7 +163,7 @@ def test_forecast_coefficients_follow_time_differences():
     order = 3
     scalars = scalars_vector(forecast_step_scalars(order, 1, 3))
     assert scalars.shape == (scalars_length(order),)
-    apply_device_time(scalars, torch.tensor(0.25), torch.tensor(0.75),
+    apply_device_time(scalars, torch.tensor(0.25), torch.tensor([0.75]),
                       torch.arange(order + 1.0), computed=False)
     delta = -0.5
     expected = [delta ** i / math.factorial(i) if i < 3 else 0.0 for i in range(order + 1)]

@@ -145,6 +145,7 @@ class Explanation:
     state_bytes: int
     reason_not_applied: str | None
     guarded_graph: str
+    forecaster: str = "taylor"  # options.forecaster, as `describe_forecaster` words it
 
     def __str__(self) -> str:
         lines = []
@@ -157,10 +158,18 @@ class Explanation:
         for region, index, shape, dtype in self.live_outputs:
             lines.append(f"  {region}[{index}]  shape={list(shape)}  dtype={dtype}")
         lines.append(f"Taylor state: {self.state_bytes / 2**20:.3f} MiB")
+        lines.append(f"forecaster: {self.forecaster}")
         if self.guarded_graph:
             lines.append("(print(explanation.guarded_graph) shows the graph with one torch.cond "
                          "per region)")
         return "\n".join(lines)
+
+
+def describe_forecaster(settings: TaylorSeerOptions) -> str:
+    """The forecaster and its parameter, e.g. "hermite (sigma=0.5)"."""
+    if settings.forecaster == "hermite":
+        return f"hermite (sigma={settings.hermite_sigma})"
+    return settings.forecaster
 
 
 def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None = None,
@@ -178,7 +187,8 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
         live = [(t.region, t.output_index, t.shape, t.dtype) for t in graphs.guards.tables]
         nbytes = StateLayout.of(graphs.guards.tables, settings).nbytes()
         found.append(Explanation([r.name for r in graphs.regions], graphs.skipped, live, nbytes,
-                                 None, graphs.guarded.print_readable(print_output=False)))
+                                 None, graphs.guarded.print_readable(print_output=False),
+                                 describe_forecaster(settings)))
         return gm
 
     # Isolated: explain must neither use up nor be refused by the recompile budget that the

@@ -33,7 +33,8 @@ from .calling import StateLayout
 from .options import TaylorSeerOptions
 
 FORMAT = "ts-compile-taylorseer"
-FORMAT_VERSION = 3  # 3: program format, packages carry the manifest's core, input strides
+FORMAT_VERSION = 4  # 3: program format, packages carry the manifest's core, input strides;
+# 4: the scalars hold a divisor per row (taylor.py), options.forecaster
 MANIFEST = "manifest.json"
 PROGRAMS = ("compute", "forecast")
 RECORD = "ts_compile.json"  # the record each package carries (an extra file / metadata key)

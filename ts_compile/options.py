@@ -27,6 +27,11 @@ TIMES = ("step", "timestep", "sigma")
 # computed step (the official DiT and HunyuanVideo code, diffusers' hook); "official-flux" like
 # the official FLUX code, which keeps D_0 alone on the computed steps before the last warm-up step.
 RECURSIONS = ("plain", "official-flux")
+# How a forecast step combines the table's rows (`ts_compile.taylor`): "taylor" (TaylorSeer's
+# monomials), "hermite" (HiCache's scaled Hermite basis) or "newton" (the polynomial through the
+# last order + 1 computed points, exactly). All share the one state layout and both graphs.
+FORECASTERS = ("taylor", "hermite", "newton")
+HERMITE_SIGMA = 0.5  # HiCache's default contraction factor (its code's "HiCache" mode)
 # The official TaylorSeer code's settings and recursion per model (Shenyi-Z/TaylorSeer @288776d:
 # each code's cache_init "Taylor" mode / CLI defaults); any option given beside a preset wins.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -93,6 +98,12 @@ class TaylorSeerOptions:
                 time="sigma" (e.g. ``pipe.scheduler.alphas_cumprod.tolist()``).
     recursion:  "plain" (differences on every computed step) or "official-flux" (D_0 alone on
                 the computed steps before the last warm-up step, as the official FLUX code).
+    forecaster: how a forecast step combines the rows: "taylor" (TaylorSeer, the default),
+                "hermite" (HiCache's scaled Hermite basis over the same rows) or "newton" (the
+                polynomial through the last order + 1 computed points, in the time variable,
+                exact for any spacing). See docs/options.md for when to pick which.
+    hermite_sigma: HiCache's contraction factor sigma in (0, 1] (default 0.5); only with
+                forecaster="hermite".
     preset:     the official code's settings for a model, "official-flux", "official-dit" or
                 "official-hunyuan" (see PRESETS); options given beside it win. Applied by
                 `from_compile_kwargs` / `from_preset`; on the dataclass it is a label.
@@ -113,6 +124,8 @@ class TaylorSeerOptions:
     time_input: str = "timestep"
     alphas_cumprod: tuple[float, ...] | None = None
     recursion: Literal["plain", "official-flux"] = "plain"
+    forecaster: Literal["taylor", "hermite", "newton"] = "taylor"
+    hermite_sigma: float = HERMITE_SIGMA
     preset: str | None = None
 
     def __post_init__(self) -> None:
@@ -134,6 +147,7 @@ class TaylorSeerOptions:
         self._check_time()
         if self.recursion not in RECURSIONS:
             _fail("recursion", self.recursion, ", ".join(map(repr, RECURSIONS)))
+        self._check_forecaster()
         if self.preset is not None and self.preset not in PRESETS:
             _fail("preset", self.preset, ", ".join(map(repr, PRESETS)))
 
@@ -175,6 +189,20 @@ class TaylorSeerOptions:
                        for a in abar)):
             _fail("alphas_cumprod", "[...]", "a non-empty sequence of floats in (0, 1]")
         object.__setattr__(self, "alphas_cumprod", tuple(float(a) for a in abar))
+
+    def _check_forecaster(self) -> None:
+        if self.forecaster not in FORECASTERS:
+            _fail("forecaster", self.forecaster, ", ".join(map(repr, FORECASTERS)))
+        sigma = self.hermite_sigma
+        if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real)
+                or not 0 < float(sigma) <= 1):
+            _fail("hermite_sigma", sigma, "a float in (0, 1] (HiCache's contraction factor; "
+                  f"default {HERMITE_SIGMA})")
+        sigma = float(sigma)
+        if self.forecaster != "hermite" and sigma != HERMITE_SIGMA:
+            _fail("hermite_sigma", sigma, f"{HERMITE_SIGMA} (the default) unless "
+                  "forecaster='hermite' (it is only used there)")
+        object.__setattr__(self, "hermite_sigma", sigma)
 
     def _check_schedule(self) -> None:
         steps = self.schedule

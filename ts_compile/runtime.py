@@ -33,8 +33,7 @@ from .options import TaylorSeerOptions
 from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
 from .state import Branch, TableShapes, TaylorState
-from .taylor import (apply_device_time, compute_step_scalars, forecast_step_scalars,
-                     orders_to_difference,
+from .taylor import (Forecaster, apply_device_time, orders_to_difference,
                      sigmas_from_alphas_cumprod, time_value)
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,7 @@ class Controller:
                 steps[runtime, 1] += forecast
             events.update(lane.events)
         return {
+            "forecaster": self.options.forecaster,  # how forecast steps combine the rows
             "graphs": len(runtimes),
             "regions": list(dict.fromkeys(n for r in runtimes for n in r.region_names)),
             "skipped_regions": list(dict.fromkeys(s for r in runtimes for s in r.skipped)),
@@ -207,6 +207,10 @@ class GraphRuntime:
         if time_index is not None and self.options.alphas_cumprod is not None:
             abar = torch.tensor(self.options.alphas_cumprod, dtype=torch.float64)
             self.sigma_table = sigmas_from_alphas_cumprod(abar).to(device)
+        # How the host fills each step's scalars (options.forecaster; taylor.py).
+        self.forecaster = Forecaster(self.options.forecaster, self.options.order,
+                                     self.options.hermite_sigma, unit_time=time_index is not None)
+        self.time_basis = self.forecaster.device_basis(device) if time_index is not None else None
         controller.adopt(self)
 
     @classmethod
@@ -302,30 +306,27 @@ class GraphRuntime:
         branch, step = lane.branch, lane.step
         state = self._state_for(branch, args)
         counts = lane.steps.get(self) or lane.count(self)
-        order = self.options.order
         in_time = self.time_index is not None
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
         if state.filled == 0 and self.module_snapshot is not None:
             self._check_module_edits()
         if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
-            # In sampler time the host writes unit steps; the device scales them (no sync).
-            dt = 1 if in_time else (0 if state.last_computed is None else step - state.last_computed)
+            # In sampler time the host writes unit steps; the device completes them (no sync).
             rows = orders_to_difference(state.filled, step, self.options.warmup,
                                         self.options.recursion)
-            state.write_scalars(compute_step_scalars(order, dt, rows))
+            state.write_scalars(self.forecaster.compute_scalars(step, state.nodes, rows))
             if in_time:
-                apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
-                                  computed=True)
+                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
+                                  True, self.forecaster.kind, self.time_basis)
             out = self.compute_fn(*args, *state.inputs)  # calling.py's order
             state.record_computed(step, rows)
             counts[0] += 1
             self.computed_steps += 1
         else:
-            offset = 1 if in_time else step - state.last_computed
-            state.write_scalars(forecast_step_scalars(order, offset, state.filled))
+            state.write_scalars(self.forecaster.forecast_scalars(step, state.nodes, state.filled))
             if in_time:
-                apply_device_time(state.scalars, now, state.last_time, state.time_exponents,
-                                  computed=False)
+                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
+                                  False, self.forecaster.kind, self.time_basis)
             out = self.forecast_fn(*args, *state.inputs)
             counts[1] += 1
             self.forecast_steps += 1

@@ -37,9 +37,9 @@ class TaylorState:
         # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
         # built per step; CPU kernels are synchronous, so no call can still be reading them).
         self._in_place = _numpy_view(self._host_part) if device.type == "cpu" else None
-        # Forecasting in sampler time (options.time): the time of the last computed step, and the
-        # powers 0..order its differences are raised to.
-        self.last_time = torch.zeros((), dtype=torch.float32, device=device)
+        # Forecasting in sampler time (options.time): the times of the table's computed steps,
+        # newest first (`taylor.apply_device_time`), and the powers 0..order.
+        self.node_times = torch.zeros(max(order, 1), dtype=torch.float32, device=device)
         self.time_exponents = torch.arange(order + 1, dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
         self.generation = -1  # the branch generation this state's history belongs to
@@ -49,6 +49,7 @@ class TaylorState:
         """Forget the history. Tables keep their storage (they are rewritten before any read)."""
         self.filled = 0  # orders present in the tables (0: nothing to forecast from)
         self.last_computed: int | None = None  # step index of the last computed step
+        self.nodes: list[int] = []  # the computed steps the table holds, newest first
         self.last_step: int | None = None  # step index of the last call that used this state
 
     @property
@@ -73,6 +74,7 @@ class TaylorState:
         """A computed step rebuilt the table from `differenced` rows of the old one."""
         self.filled = min(differenced + 1, self.order + 1)
         self.last_computed = step
+        self.nodes = [step, *self.nodes[:self.filled - 1]]
 
 
 def _numpy_view(tensor: torch.Tensor):
