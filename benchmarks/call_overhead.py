@@ -17,6 +17,10 @@ reports medians:
   whole call, stubs  the compiled model with both graphs replaced by stubs (Dynamo + runtime)
   non-block step     the floor model's step under the same variant
   ratio              forecast step / non-block step (goal <= 1.2 at --size tiny)
+  graph in situ      the forecast graph timed inside those forecast steps (after a forecast
+                     step; after a computed step in brackets): against `graph alone`, what
+                     running between real steps costs the graph itself
+  runtime in situ    the runtime's own work inside those steps (its call minus the graph)
 
 Variants (--variants, comma-separated):
   default              nothing changed
@@ -29,6 +33,9 @@ Variants (--variants, comma-separated):
   no-size-asserts      Inductor size_asserts=False (the generated code's input checks)
   freezing             Inductor freezing=True (parameters folded as constants)
   skip-guard-eval      torch.compiler.set_stance(skip_guard_eval_unsafe=True) after warm-up
+  cpp-wrapper          Inductor cpp_wrapper=True (the graphs' wrapper in C++, both models)
+  state-bf16, order-0, order-1   the taylorseer model only: a bfloat16 state, order 0 or 1
+                       instead of 2 (what reading the state costs a forecast step)
   ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
 """
 
@@ -52,7 +59,8 @@ sys.path.insert(0, HERE)
 
 LEVERS = ("default", "ts-module-guards", "skip-module-guards", "keep-param-guards",
           "recursive-dict-tags",
-          "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval")
+          "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval", "cpp-wrapper",
+          "state-bf16", "order-0", "order-1")
 DEFAULT_VARIANTS = [*LEVERS, "ts-module-guards+no-size-asserts"]
 STEPS = 50
 
@@ -80,6 +88,8 @@ def _settings(levers: list[str]) -> dict[str, Any]:
         shared["size_asserts"] = False
     if "freezing" in levers:
         shared["freezing"] = True
+    if "cpp-wrapper" in levers:
+        shared["cpp_wrapper"] = True
     if "recursive-dict-tags" in levers:
         torch._dynamo.config.use_recursive_dict_tags_for_guards = True
     if "free-tensors" in levers:
@@ -98,8 +108,11 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
     shared = _settings(levers)
     schedule = speed.diffusers_schedule(STEPS, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
     model, noise, inputs = speed.build_model(size)
+    order = 0 if "order-0" in levers else 1 if "order-1" in levers else 2
+    state_dtype = "bfloat16" if "state-bf16" in levers else "float32"
     compiled = torch.compile(model, backend="taylorseer", options={
-        "schedule": schedule, "order": 2, "num_steps": STEPS, "compiler": compiler, **shared})
+        "schedule": schedule, "order": order, "state_dtype": state_dtype, "num_steps": STEPS,
+        "compiler": compiler, **shared})
     floor = torch.compile(speed.non_block_model(size), backend=compiler,
                           options=dict(shared) or None)  # under the same variant
     computed = set(computed_steps(TaylorSeerOptions(schedule=schedule, num_steps=STEPS), STEPS))
@@ -107,6 +120,8 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
     with torch.no_grad():
         speed.sample(compiled, noise, inputs, STEPS)  # compiles
         speed.sample(floor, noise, inputs, STEPS)
+        runtime = controller_of(compiled).runtimes[0]
+        in_situ = _InSitu(runtime)
         stance = None
         if "skip-guard-eval" in levers:
             stance = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
@@ -114,7 +129,8 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
             for _ in range(repeats):
                 ts_compile.reset(compiled)
                 times: list[float] = []
-                speed.sample(compiled, noise, inputs, STEPS, times)
+                with in_situ:
+                    speed.sample(compiled, noise, inputs, STEPS, times)
                 forecast += [t for k, t in enumerate(times) if k not in computed]
                 times = []
                 speed.sample(floor, noise, inputs, STEPS, times)
@@ -122,16 +138,68 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
         finally:
             if stance is not None:
                 torch.compiler.set_stance("default")
-        runtime = controller_of(compiled).runtimes[0]
         graph_alone = _graph_alone(compiled, runtime, noise, inputs)
         row = speed.Row("ts", "", compiled, sorted(computed), compiled=True, kind="ts",
                         reset=lambda: ts_compile.reset(compiled))
         whole_call = speed.whole_call_overhead(row, noise, inputs, STEPS, 2000)
         recompiles = ts_compile.stats(compiled)["recompiles"]
     f, n = statistics.median(forecast), statistics.median(non_block)
+    after_forecast, after_computed, runtime_own = in_situ.medians(computed)
     return dict(variant=variant, forecast_us=f * 1e6, graph_us=graph_alone * 1e6,
+                graph_in_situ_us=after_forecast * 1e6, graph_after_computed_us=after_computed * 1e6,
+                runtime_us=runtime_own * 1e6,
                 whole_call_us=whole_call * 1e6, non_block_us=n * 1e6, ratio=f / n,
                 recompiles=recompiles, load=os.getloadavg()[0])
+
+
+class _InSitu:
+    """Inside timed generations: on each forecast step, the forecast graph's time and the
+    runtime's own work around it (`GraphRuntime.__call__` minus the graph), with the runtime's
+    `forecast_fn` and `GraphRuntime.__call__` wrapped while the `with` block runs."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.steps: list[tuple[int, float, float]] = []  # (step, graph, runtime's own work)
+
+    def __enter__(self):
+        from ts_compile.runtime import GraphRuntime
+
+        kept_fn, kept_call = self.runtime.forecast_fn, GraphRuntime.__call__
+        graph = []
+        self.step = 0
+
+        def forecast_fn(*args):
+            t0 = time.perf_counter()
+            out = kept_fn(*args)
+            graph.append(time.perf_counter() - t0)
+            return out
+
+        def call(runtime, *args):
+            graph.clear()
+            t0 = time.perf_counter()
+            out = kept_call(runtime, *args)
+            took = time.perf_counter() - t0
+            if graph:
+                self.steps.append((self.step % STEPS, graph[0], took - graph[0]))
+            self.step += 1
+            return out
+
+        self.runtime.forecast_fn, GraphRuntime.__call__ = forecast_fn, call
+        self._kept = kept_fn, kept_call
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ts_compile.runtime import GraphRuntime
+
+        self.runtime.forecast_fn, GraphRuntime.__call__ = self._kept
+
+    def medians(self, computed: set[int]) -> tuple[float, float, float]:
+        """(graph after a forecast step, graph right after a computed step, the runtime's own
+        work on a forecast step)."""
+        median = statistics.median
+        return (median(g for k, g, _ in self.steps if k - 1 not in computed),
+                median(g for k, g, _ in self.steps if k - 1 in computed),
+                median(r for _, _, r in self.steps))
 
 
 def _graph_alone(compiled, runtime, noise, inputs) -> float:
@@ -232,14 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            rows.append([variant, "failed: " + tail[:120], "", "", "", "", "", ""])
+            rows.append([variant, "failed: " + tail[:120], "", "", "", "", "", "", "", ""])
             continue
         r = json.loads(line[len("RESULT "):])
         rows.append([variant, f"{r['forecast_us']:.0f}", f"{r['graph_us']:.0f}",
+                     f"{r['graph_in_situ_us']:.0f} ({r['graph_after_computed_us']:.0f})",
+                     f"{r['runtime_us']:.0f}",
                      f"{r['whole_call_us']:.0f}", f"{r['non_block_us']:.0f}", f"{r['ratio']:.2f}",
                      r["recompiles"], f"{r['load']:.1f}"])
         print(f"  {variant}: done", flush=True)
     print(tabulate(rows, headers=["variant", "forecast step us", "graph alone us",
+                                  "graph in situ us", "runtime in situ us",
                                   "whole call, stubs us", "non-block step us",
                                   "forecast / non-block", "recompiles", "load after"],
                    tablefmt="github", disable_numparse=True))

@@ -125,10 +125,14 @@ def test_call_overhead_table_has_a_row_per_variant(capsys):
     rows.pop("variant")  # the header
     assert set(rows) == {"default", "skip-module-guards"}, rows
     for cells in rows.values():
-        forecast, graph, stubs, non_block, ratio = map(float, cells[1:6])
+        forecast, graph = map(float, cells[1:3])
+        in_situ, after_computed = map(float, re.fullmatch(r"(\d+) \((\d+)\)", cells[3]).groups())
+        runtime, stubs, non_block, ratio = map(float, cells[4:8])
         assert forecast > graph > 0 and stubs > 0 and non_block > 0, cells
+        assert forecast > in_situ + runtime and in_situ > 0 and after_computed > 0, cells
+        assert runtime > 0, cells
         assert abs(ratio - forecast / non_block) < 0.02 * ratio, cells
-        assert cells[6] == "0", cells  # no recompiles
+        assert cells[8] == "0", cells  # no recompiles
 
 
 def test_call_overhead_refuses_an_unknown_lever():
