@@ -48,7 +48,6 @@ class TaylorState:
     def reset(self) -> None:
         """Forget the history. Tables keep their storage (they are rewritten before any read)."""
         self.filled = 0  # orders present in the tables (0: nothing to forecast from)
-        self.last_computed: int | None = None  # step index of the last computed step
         self.nodes: list[int] = []  # the computed steps the table holds, newest first
         self.last_step: int | None = None  # step index of the last call that used this state
 
@@ -73,7 +72,6 @@ class TaylorState:
     def record_computed(self, step: int, differenced: int) -> None:
         """A computed step rebuilt the table from `differenced` rows of the old one."""
         self.filled = min(differenced + 1, self.order + 1)
-        self.last_computed = step
         self.nodes = [step, *self.nodes[:self.filled - 1]]
 
 

@@ -276,6 +276,10 @@ class Forecaster:
     order: int
     sigma: float = 0.5  # hermite only
     unit_time: bool = False
+    # A forecast step's scalars by what they depend on (`_forecast_key`): a generation repeats
+    # the same few, so the per-step host work is one dict lookup. Shared lists: not to be edited.
+    _forecasts: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                         compare=False)
 
     def compute_scalars(self, step: int, nodes: Sequence[int], rows: int) -> list[float]:
         """A computed step at `step`; `nodes`: the table's computed steps, newest first;
@@ -287,7 +291,24 @@ class Forecaster:
         return compute_step_scalars(self.order, step - nodes[0] if nodes else 0, rows)
 
     def forecast_scalars(self, step: int, nodes: Sequence[int], filled: int) -> list[float]:
-        """A forecast step at `step` from a table of `filled` orders made at `nodes`."""
+        """A forecast step at `step` from a table of `filled` orders made at `nodes` (a list
+        shared with later calls: do not modify it)."""
+        key = self._forecast_key(step, nodes, filled)
+        found = self._forecasts.get(key)
+        if found is None:
+            found = self._forecasts[key] = self._forecast_scalars(step, nodes, filled)
+        return found
+
+    def _forecast_key(self, step: int, nodes: Sequence[int], filled: int) -> tuple:
+        """What a forecast step's scalars depend on: the filled orders and the distances to the
+        computed steps the coefficients read (none in sampler time: the device has them)."""
+        if self.unit_time:
+            return (filled,)
+        if self.kind == "newton":
+            return (filled, *(step - node for node in nodes[:filled - 1]))
+        return filled, step - nodes[0]
+
+    def _forecast_scalars(self, step: int, nodes: Sequence[int], filled: int) -> list[float]:
         order, kind = self.order, self.kind
         if kind == "taylor":
             return forecast_step_scalars(order, 1 if self.unit_time else step - nodes[0], filled)
