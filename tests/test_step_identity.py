@@ -116,6 +116,30 @@ def test_cfg_named_with_branch_matches_reference():
     assert stats["contexts"] == ["c", "u"] and stats["second_calls"] == 0
 
 
+def test_cfg_named_running_past_num_steps_computes_every_later_step_of_both_names():
+    # Past num_steps with the time still going down, both names go on (computed, warned once).
+    # Each name's call is compared with its own last time: "u" runs at the time "c" just ran,
+    # which once restarted both generations every step (a state-machine run found it).
+    model = CondModel()
+    x, cond = make_inputs(SPEC), conds()
+    compiled = compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP, num_steps=6)
+    refs = {"c": reference(model, num_steps=6), "u": reference(model, num_steps=6)}
+
+    def call(name, *args):
+        with ts_compile.branch(compiled, name):
+            return compiled(*args)
+
+    with torch.no_grad(), pytest.warns(UserWarning, match="ran past num_steps=6"):
+        want = cfg_generation(lambda n, *a: refs[n](*a), x, 9, cond)
+        got = cfg_generation(call, x, 9, cond)
+    for k, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"call {k}: {m}")
+    stats = ts_compile.stats(compiled)
+    assert stats["ran_past_end"] == 2 and stats["time_went_back"] == 0
+    assert refs["c"].computed_steps == [0, 3, 6, 7, 8]  # 6, 7, 8: past num_steps
+    assert stats["computed_steps"] == 2 * 5
+
+
 def test_cfg_with_a_fresh_latent_tensor_per_call_is_loud():
     # Equal times, different latent tensors: cannot be told from a sampler evaluating twice at
     # one time, so they are taken as two steps, with a warning naming the fix.

@@ -159,7 +159,10 @@ class Track:
         if same_latent and (same_time or not known):  # unchanged latent, same (or unknown) time
             return SECOND_CALL, SAME
         if num_steps is not None and self.step >= num_steps - 1:  # the last step was run
-            if in_generation or clock.goes_on(moved):
+            # Another call name may have run this step already (`moved` is from the thread's last
+            # call): then the time goes on if it did since this name's own last call.
+            own = _sign(time - self.time) if known else 0
+            if in_generation or clock.goes_on(moved) or (moved == 0 and clock.goes_on(own)):
                 return (RAN_PAST_END if self.step == num_steps - 1 else None), NEXT
             return None, RESTART
         if clock.went_back(moved):
