@@ -1,7 +1,15 @@
+import os
 import warnings
 
 import pytest
 import torch
+from hypothesis import settings
+
+# HYPOTHESIS_PROFILE=ci (what .ci/run sets): the same examples on every run, so whether a change
+# lands does not depend on the draw. A plain run draws new examples each time (that is how the
+# property tests keep finding things); a failure prints the blob that reproduces it.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
