@@ -48,8 +48,9 @@ class _Trainable(torch.nn.Module):
 
 
 def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | None = None,
-          log=print) -> dict:
-    """Train `kind` ("dit" or "flux") for `steps` optimizer steps; save to `out`; return the log."""
+          log=print, save_every: int = 0) -> dict:
+    """Train `kind` ("dit" or "flux") for `steps` optimizer steps; save to `out` (also every
+    `save_every` steps when > 0); return the log."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -114,29 +115,43 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
             el = time.perf_counter() - start
             log(f"[train {kind}] step {step + 1}/{steps} loss {curve[-1][1]:.4f} "
                 f"({el:.0f} s, {el / (step + 1):.3f} s/step, load {load_average()})")
-    seconds = time.perf_counter() - start
-    record = {"model": kind, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
-              "warmup": WARMUP, "label_drop": LABEL_DROP, "threads": threads,
-              "parameters": params, "train_seconds": round(seconds, 1),
-              "load_at_end": load_average(), "loss_curve": curve,
-              "torch": torch.__version__, "machine": platform.machine()}
+        if out and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            # A long run leaves a usable checkpoint (the EMA so far) at every save.
+            _save(kind, ema, out, _record(kind, seed, step + 1, threads, params,
+                                          time.perf_counter() - start, curve))
+    record = _record(kind, seed, steps, threads, params, time.perf_counter() - start, curve)
     if out:
-        net_ema = ema.net
-        if kind == "dit":
-            net_ema.save_pretrained(out, safe_serialization=True)
-            sampler = {"image_size": 8, "in_channels": 1, "num_train_timesteps": 1000,
-                       "beta_schedule": "linear", "num_steps": 50,
-                       "guidance_scale": models.GUIDANCE["dit"], "cfg": "batched",
-                       "null_class": models.NULL_CLASS, "pixel_range": [-1, 1],
-                       "notes": "DDIM (eta 0) on DDPMScheduler(1000, linear) betas; label 10 is "
-                                "the null class; diffusers' per-block label dropout is off."}
-            with open(os.path.join(out, "sampler.json"), "w") as f:
-                json.dump(sampler, f, indent=2)
-        else:
-            models.save_flux(net_ema, ema.cond, out)
-        with open(os.path.join(out, "train_log.json"), "w") as f:
-            json.dump(record, f, indent=1)
+        _save(kind, ema, out, record)
     return record
+
+
+def _record(kind: str, seed: int, steps: int, threads: int, params: int, seconds: float,
+            curve: list) -> dict:
+    return {"model": kind, "seed": seed, "steps": steps, "batch": BATCH, "lr": LR,
+            "warmup": WARMUP, "label_drop": LABEL_DROP, "threads": threads,
+            "parameters": params, "train_seconds": round(seconds, 1),
+            "load_at_end": load_average(), "loss_curve": list(curve),
+            "torch": torch.__version__, "machine": platform.machine()}
+
+
+def _save(kind: str, ema: _Trainable, out: str, record: dict) -> None:
+    """The EMA weights in the format the loaders read, and the training log beside them."""
+    os.makedirs(out, exist_ok=True)
+    net_ema = ema.net
+    if kind == "dit":
+        net_ema.save_pretrained(out, safe_serialization=True)
+        sampler = {"image_size": 8, "in_channels": 1, "num_train_timesteps": 1000,
+                   "beta_schedule": "linear", "num_steps": 50,
+                   "guidance_scale": models.GUIDANCE["dit"], "cfg": "batched",
+                   "null_class": models.NULL_CLASS, "pixel_range": [-1, 1],
+                   "notes": "DDIM (eta 0) on DDPMScheduler(1000, linear) betas; label 10 is "
+                            "the null class; diffusers' per-block label dropout is off."}
+        with open(os.path.join(out, "sampler.json"), "w") as f:
+            json.dump(sampler, f, indent=2)
+    else:
+        models.save_flux(net_ema, ema.cond, out)
+    with open(os.path.join(out, "train_log.json"), "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:
@@ -150,6 +165,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default=os.path.join(models.CHECKPOINTS, f"{kind}_digits"),
                    help="checkpoint folder (default: %(default)s)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save the checkpoint every this many steps (0: only at the end)")
     a = p.parse_args(argv)
-    train(kind, a.steps, seed=a.seed, threads=a.threads, out=a.out)
+    train(kind, a.steps, seed=a.seed, threads=a.threads, out=a.out, save_every=a.save_every)
     return 0
