@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flops-only", action="store_true",
                    help="measure every row's generation FLOPs (batch of one cond + one uncond "
                    "sample; the compiled graphs' calls counted) into quality_results/flops_*.json")
+    p.add_argument("--study", choices=("forecasters",), default=None,
+                   help="run a study instead of the main table: 'forecasters' = issue #17's "
+                   "forecasters x fixed/adaptive schedules at equal FLOPs (its own results "
+                   "study_forecasters_<model>.json and section of quality.md)")
     p.add_argument("--render-only", action="store_true", help="no sampling: rebuild the doc")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="rerun rows already in the results file")
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = torch.randperm(len(y_tr), generator=g)[:n]
     clf_info[f"fd_train{n}_vs_test"] = M.frechet_of_sets(M.features(classifier, x_tr[sub]), real)
     all_results = {}
+    if args.study:
+        return run_study(args, names, seeds, n, classifier, real, clf_info, results_dir)
     if args.flops_only:
         tasks = _quick_tasks(names) if args.quick else {m: load_task(m) for m in names}
         for m in names:
@@ -351,6 +357,72 @@ def render(all_results: dict, out: str, clf_info: dict, quick: bool = False) -> 
         text = "# Quality benchmark\n\n" + text
     with open(path, "w") as f:
         f.write(text)
+
+
+STUDY_BEGIN = "<!-- BEGIN GENERATED STUDY (benchmarks/quality.py --study forecasters) -->"
+STUDY_END = "<!-- END GENERATED STUDY -->"
+
+
+def run_study(args, names, seeds, n, classifier, real, clf_info, results_dir) -> int:
+    """`--study forecasters`: run (unless --render-only) and render the study's section."""
+
+    from quality_lib import report
+    from quality_lib.bench import run_model
+    from quality_lib.rows import study_rows
+    from quality_lib.sampling import load_task
+
+    titles = {"dit": "DiT (DDIM-50, CFG 1.5)", "flux": "FLUX-like (shifted flow-matching "
+              "Euler-50, CFG 1.5)"}
+    all_results = {}
+    for m in names:
+        path = os.path.join(results_dir, f"study_forecasters_{m}{args.tag}.json")
+        if not args.render_only:
+            rows = study_rows(m)
+            if args.rows:
+                rows = [r for r in rows if r.id == "full" or re.search(args.rows, r.id)]
+            began = time.perf_counter()
+            res = run_model(load_task(m), rows, seeds, n, classifier, real, path, args.compiler,
+                            resume=args.resume)
+            res["meta"]["classifier"] = clf_info
+            res["meta"]["wall_seconds_this_run"] = round(time.perf_counter() - began, 1)
+            with open(path, "w") as f:
+                json.dump({k: v for k, v in res.items() if k != "samples"}, f, indent=1)
+    for m in ("dit", "flux"):
+        for path in sorted(glob.glob(os.path.join(results_dir, f"study_forecasters_{m}*.json"))):
+            with open(path) as f:
+                res = json.load(f)
+            into = all_results.setdefault(m, res)
+            for rid, row in res["rows"].items():
+                into["rows"].setdefault(rid, row)
+    parts = [STUDY_BEGIN, ""]
+    for m, res in all_results.items():
+        apply_measured_flops(res, os.path.join(results_dir, f"flops_{m}*.json"))
+        meta = res["meta"]
+        parts.append(f"### Forecasters and adaptive steps: {titles[m]}\n")
+        parts.append(f"Seeds {meta['seeds']}, {meta['samples_per_seed']} samples per seed, inner "
+                     f"compiler `{meta['compiler']}`, {meta['threads']} torch thread(s); load "
+                     f"average while rows ran: {_load_range(res)}. Sorted by FLOPs speedup.\n")
+        parts.append(report.study_table(res))
+        parts.append("")
+        errs = {k: v["error"] for k, v in res["rows"].items() if "error" in v}
+        if errs:
+            parts.append("Rows that could not run: " + "; ".join(
+                f"`{k}`: {v.splitlines()[0][:160]}" for k, v in errs.items()) + "\n")
+        fig = f"quality_{m}_pareto.png"
+        report.pareto_figure(res, os.path.join(args.out, "img", fig),
+                             f"{titles[m]}: quality vs FLOPs speedup")
+        parts.append(f"![quality vs FLOPs speedup, {m}](img/{fig})\n")
+    parts.append(STUDY_END)
+    text = "\n".join(parts)
+    doc = os.path.join(args.out, "quality.md")
+    old = open(doc).read() if os.path.exists(doc) else "# Quality benchmark\n"
+    if STUDY_BEGIN in old and STUDY_END in old:
+        new = old[:old.index(STUDY_BEGIN)] + text + old[old.index(STUDY_END) + len(STUDY_END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    with open(doc, "w") as f:
+        f.write(new)
+    return 0
 
 
 def _load_range(res: dict) -> str:

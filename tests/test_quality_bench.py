@@ -165,3 +165,31 @@ def test_both_training_commands_run_the_one_entry(kind, tmp_path):
                    capture_output=True)
     record = json.loads((out / "train_log.json").read_text())
     assert record["model"] == kind and record["steps"] == 1 and record["load_at_end"]
+
+
+def test_forecaster_study_runs_its_rows_and_renders_its_own_section(tmp_path):
+    # The committed DiT, 1 seed x 4 samples, a few of the study's rows: each forecaster on the
+    # same fixed schedule computes the same steps (equal FLOPs); the section is replaced, not
+    # appended, when rendered again, and the main generated section is left alone.
+    import quality
+
+    doc = tmp_path / "quality.md"
+    doc.write_text("# q\n\n<!-- BEGIN GENERATED (benchmarks/quality.py) -->\nmain\n"
+                   "<!-- END GENERATED -->\n")
+    args = ["--study", "forecasters", "--models", "dit", "--seeds", "0", "--samples", "4",
+            "--rows", "^(taylor|hermite|newton)-N5-o2|steps-10", "--results",
+            str(tmp_path / "r"), "--out", str(tmp_path)]
+    (tmp_path / "img").mkdir()
+    assert quality.main(args) == 0
+    with open(tmp_path / "r" / "study_forecasters_dit.json") as f:
+        rows = json.load(f)["rows"]
+    assert set(rows) == {"full", "steps-10", "taylor-N5-o2-w1", "hermite-N5-o2-w1",
+                         "newton-N5-o2-w1"}
+    fixed = [rows[f"{f}-N5-o2-w1"] for f in ("taylor", "hermite", "newton")]
+    assert all(r["schedule_ok"] and r["computed"] == 10 for r in fixed)
+    assert len({r["flops_speedup"] for r in fixed}) == 1
+    assert len({r["per_seed"][0]["rel_l2"] for r in fixed}) == 3  # three different forecasts
+    assert quality.main(args + ["--render-only"]) == 0
+    text = doc.read_text()
+    assert text.count(quality.STUDY_BEGIN) == 1 and "\nmain\n" in text
+    assert "newton-N5-o2-w1" in text and (tmp_path / "img" / "quality_dit_pareto.png").exists()

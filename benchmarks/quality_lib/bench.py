@@ -53,7 +53,8 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
     refs: dict[int, torch.Tensor] = {s: saved[f"full/seed{s}"] for s in seeds
                                      if f"full/seed{s}" in saved}
     for row in rows:
-        if row.id in results["rows"] and (row.id != "full" or len(refs) == len(seeds)):
+        done = row.id in results["rows"] and "error" not in results["rows"][row.id]
+        if done and (row.id != "full" or len(refs) == len(seeds)):
             log(f"[{task.name}] {row.id}: done before, kept")
             continue
         if row.id != "full" and len(refs) != len(seeds):
@@ -66,6 +67,7 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
             continue
         per_seed: list[dict[str, Any]] = []
         schedule_ok = True
+        chosen: list[int] = []  # computed steps per seed (adaptive rows differ per seed)
         ts = names is None
         regions: list[str] = []
         state_bytes = 0
@@ -84,7 +86,11 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
                     b_c = before["computed_steps"] if before else 0
                     b_f = before["forecast_steps"] if before else 0
                     got = (after["computed_steps"] - b_c, after["forecast_steps"] - b_f)
-                    if got != (len(sched), row.steps - len(sched)) or after["fallbacks"]:
+                    chosen.append(got[0])
+                    if sched is None:  # adaptive: the steps are what it chose (counted)
+                        if sum(got) != row.steps or after["fallbacks"]:
+                            schedule_ok = False
+                    elif got != (len(sched), row.steps - len(sched)) or after["fallbacks"]:
                         schedule_ok = False
                         log(f"[{task.name}] {row.id}: computed/forecast {got}, expected "
                             f"{(len(sched), row.steps - len(sched))}; fallbacks "
@@ -101,8 +107,9 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
                 saved[f"{row.id}/seed{seed}"] = x[:100].clone() if row.id != "full" else x.clone()
         finally:
             cleanup()
-        # FLOPs per generation (batch of 2: one cond + one uncond sample)
-        computed = len(sched)
+        # FLOPs per generation (batch of 2: one cond + one uncond sample); adaptive rows: the
+        # mean over seeds of the steps they chose
+        computed = len(sched) if sched is not None else sum(chosen) / len(chosen)
         if row.method in ("full", "steps"):
             gen = row.steps * full_flops
             forecast_flops = None
@@ -117,7 +124,7 @@ def run_model(task, rows: list[Row], seeds: list[int], n: int, classifier, real_
                 regions = names
                 forecast_flops = F.forecast_step_flops(per_module, names)
                 gen = computed * full_flops + (row.steps - computed) * forecast_flops
-        result = dict(row=row.__dict__, computed=computed, schedule=sched,
+        result = dict(row=row.__dict__, computed=computed, computed_per_seed=chosen, schedule=sched,
                       schedule_ok=schedule_ok, regions=regions, state_bytes=state_bytes,
                       forecast_step_flops_fraction=(forecast_flops / full_flops
                                                     if forecast_flops is not None else None),

@@ -10,7 +10,7 @@ import torch
 from .metrics import mean_std
 
 GROUP_ORDER = {"full": 0, "fora": 1, "taylorseer": 2, "official": 3, "steps": 4, "diffusers": 5,
-               "time": 6, "warmup": 7}
+               "time": 6, "warmup": 7, "forecaster": 8, "adaptive": 9}
 
 
 def _fmt(m: float, s: float, digits: int = 2) -> str:
@@ -48,7 +48,7 @@ def table(results: dict[str, Any], methods: tuple[str, ...] | None = None,
         label = rid + ("" if r["schedule_ok"] else " (schedule mismatch!)")
         lines.append((GROUP_ORDER.get(row["method"], 9), -r["flops_speedup"] if False else 0, [
             label, row["cut"] or "-", row["interval"] or "-", "-" if row["order"] is None
-            else row["order"], f"{r['computed']}/{row['steps']}", f"{r['flops_speedup']:.2f}x",
+            else row["order"], _computed(r), f"{r['flops_speedup']:.2f}x",
             _fmt(*s["fd"]), _delta(r, full_fd), _fmt(s["acc"][0] * 100,
                                                                  s["acc"][1] * 100, 1),
             _fmt(*s["psnr"], 1), _fmt(*s["ssim"], 3), f"{s['rel_l2'][0]:.3f}",
@@ -58,6 +58,136 @@ def table(results: dict[str, Any], methods: tuple[str, ...] | None = None,
                "ΔFD vs full (paired)", "class acc %", "PSNR dB", "SSIM", "rel L2", "s / gen"]
     return tabulate([t[2] for t in lines], headers=headers, tablefmt="github",
                     disable_numparse=True)
+
+
+def _computed(r: dict[str, Any]) -> str:
+    """Computed steps / steps; an adaptive row's is a mean over seeds (with its range)."""
+    c, steps = r["computed"], r["row"]["steps"]
+    if isinstance(c, int):
+        return f"{c}/{steps}"
+    per_seed = r.get("computed_per_seed") or [c]
+    return f"{c:.1f}/{steps} ({min(per_seed)}-{max(per_seed)})"
+
+
+def study_table(results: dict[str, Any]) -> str:
+    """The forecasters-and-adaptive study, by FLOPs speedup (equal-FLOPs rows side by side)."""
+    from tabulate import tabulate
+
+    rows = results["rows"]
+    full = rows.get("full")
+    full_fd = {p["seed"]: p["fd"] for p in full["per_seed"]} if full and "per_seed" in full else {}
+    lines = []
+    for rid, r in rows.items():
+        if "error" in r:
+            continue
+        row, s = r["row"], summarize(r)
+        adaptive = row.get("adaptive")
+        schedule = (f"tol {adaptive['tolerance']:g}, max {adaptive['max_interval']}" if adaptive
+                    else f"N {row['interval']}, w {row['warmup']}" if row["interval"] else "-")
+        label = rid + ("" if r["schedule_ok"] else " (schedule mismatch!)")
+        lines.append((r["flops_speedup"], [
+            label, row.get("forecaster") or "-", "-" if row["order"] is None else row["order"],
+            schedule, _computed(r), f"{r['flops_speedup']:.2f}x", _fmt(*s["psnr"], 1),
+            _fmt(*s["ssim"], 3), f"{s['rel_l2'][0]:.3f}", _fmt(*s["fd"]), _delta(r, full_fd)]))
+    lines.sort(key=lambda t: t[0])
+    headers = ["row", "forecaster", "order", "schedule", "computed", "FLOPs speedup", "PSNR dB",
+               "SSIM", "rel L2", "FD (mean ± sd)", "ΔFD vs full (paired)"]
+    return tabulate([t[1] for t in lines], headers=headers, tablefmt="github",
+                    disable_numparse=True)
+
+
+STUDY_COLORS = {"fewer steps": (127, 127, 127), "FORA": (214, 39, 40),
+                "taylor": (255, 127, 14), "hermite": (44, 160, 44), "newton": (31, 119, 180),
+                "adaptive taylor": (255, 127, 14), "adaptive hermite": (44, 160, 44),
+                "adaptive newton": (31, 119, 180)}
+
+
+def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[float, float]]]:
+    """Per series, (FLOPs speedup, metric mean): fixed order-2 rows over N, adaptive rows over
+    tolerances, fewer steps; full compute is not drawn (PSNR inf)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for rid, r in results["rows"].items():
+        if "error" in r:
+            continue
+        row = r["row"]
+        value = summarize(r)[metric][0]
+        if math.isinf(value):
+            continue
+        pt = (r["flops_speedup"], value)
+        if row["method"] == "steps":
+            series.setdefault("fewer steps", []).append(pt)
+        elif row["method"] == "forecaster" and row["order"] == 0:
+            series.setdefault("FORA", []).append(pt)
+        elif row["method"] == "forecaster" and row["order"] == 2:
+            series.setdefault(row["forecaster"], []).append(pt)
+        elif row["method"] == "adaptive":
+            series.setdefault(f"adaptive {row['forecaster']}", []).append(pt)
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def pareto_figure(results: dict[str, Any], path: str, title: str) -> None:
+    """Two panels, quality against FLOPs speedup: PSNR vs full compute (higher is better) and
+    Fréchet distance to real digits (lower is better). Fixed schedules: circles on solid lines;
+    adaptive: squares on dashed lines; fewer steps: grey dashes."""
+    from PIL import Image, ImageDraw
+
+    panels = [("psnr", "PSNR vs full compute, dB (higher = better)"),
+              ("fd", "Frechet distance (lower = better)")]
+    all_series = {m: _study_series(results, m) for m, _ in panels}
+    pts = [p for s in all_series.values() for v in s.values() for p in v]
+    if not pts:
+        return
+    xlo, xhi = min(p[0] for p in pts) * 0.95, max(p[0] for p in pts) * 1.03
+    W, H, L, R, T, B = 520, 420, 62, 18, 40, 50
+    img = Image.new("RGB", (2 * W, H + 100), "white")
+    d = ImageDraw.Draw(img)
+    font, small = _font(14), _font(12)
+    d.text((10, 6), title, fill="black", font=font)
+    for i, (metric, label) in enumerate(panels):
+        series = all_series[metric]
+        ys = [p[1] for v in series.values() for p in v]
+        ylo, yhi = min(ys), max(ys)
+        pad = 0.05 * max(yhi - ylo, 1e-6)
+        ylo, yhi = ylo - pad, yhi + pad
+        ox = i * W
+        x0, x1, y0, y1 = ox + L, ox + W - R, T + 12, H - B + 12
+        sx = lambda v: x0 + (v - xlo) / (xhi - xlo) * (x1 - x0)  # noqa: E731
+        sy = lambda v: y1 - (v - ylo) / (yhi - ylo) * (y1 - y0)  # noqa: E731
+        for t in _nice_ticks(xlo, xhi):
+            d.line([(sx(t), y0), (sx(t), y1)], fill=(235, 235, 235))
+            d.text((sx(t) - 8, y1 + 6), f"{t:g}", fill="black", font=small)
+        for t in _nice_ticks(ylo, yhi):
+            d.line([(x0, sy(t)), (x1, sy(t))], fill=(235, 235, 235))
+            d.text((ox + 4, sy(t) - 7), f"{t:g}", fill="black", font=small)
+        d.rectangle([x0, y0, x1, y1], outline="black")
+        d.text(((x0 + x1) / 2 - 60, y1 + 24), "FLOPs speedup (x)", fill="black", font=small)
+        d.text((ox + 4, y0 - 16), label, fill="black", font=small)
+        for name, p in series.items():
+            color = STUDY_COLORS.get(name, (0, 0, 0))
+            xy = [(sx(a), sy(b)) for a, b in p]
+            dashed = name == "fewer steps" or name.startswith("adaptive")
+            for a, b in zip(xy, xy[1:]):
+                if dashed:
+                    _dashed(d, a, b, color)
+                else:
+                    d.line([a, b], fill=color, width=2)
+            for a, b in xy:
+                if name.startswith("adaptive"):
+                    d.rectangle([a - 4, b - 4, a + 4, b + 4], fill=color)
+                else:
+                    d.ellipse([a - 4, b - 4, a + 4, b + 4], fill=color)
+    lx, ly = 20, H + 30
+    for k, name in enumerate(STUDY_COLORS):
+        x, y = lx + (k % 4) * 250, ly + (k // 4) * 22
+        color = STUDY_COLORS[name]
+        if name == "fewer steps" or name.startswith("adaptive"):
+            _dashed(d, (x, y + 7), (x + 30, y + 7), color)
+            d.rectangle([x + 11, y + 3, x + 19, y + 11], fill=color)
+        else:
+            d.line([(x, y + 7), (x + 30, y + 7)], fill=color, width=2)
+            d.ellipse([x + 11, y + 3, x + 19, y + 11], fill=color)
+        d.text((x + 36, y), name, fill="black", font=small)
+    img.save(path)
 
 
 def _delta(r: dict[str, Any], full_fd: dict[int, float]) -> str:

@@ -25,11 +25,14 @@ class Row:
     diffusers: dict | None = None  # TaylorSeerCacheConfig kwargs (None = not a diffusers row)
     note: str = ""
     preset: str | None = None  # ts_compile's official-code preset (its recursion with it)
+    forecaster: str | None = None  # options.forecaster (None: the default, "taylor")
+    adaptive: dict | None = None  # options.adaptive (None: the fixed schedule)
 
     def ts_settings(self) -> dict[str, Any]:
         """The row's TaylorSeer settings: its preset's, then the row's own explicit values."""
         own = {k: v for k, v in (("interval", self.interval), ("order", self.order),
-                                  ("warmup", self.warmup)) if v is not None}
+                                  ("warmup", self.warmup), ("forecaster", self.forecaster),
+                                  ("adaptive", self.adaptive)) if v is not None}
         return {"preset": self.preset, **own} if self.preset else own
 
     def ts_options(self, task, compiler: str) -> dict[str, Any]:
@@ -52,6 +55,41 @@ def ts_row(order: int, n: int, cut: str, warmup: int = WARMUP, time: str | None 
         rid += f"-t{time}"
     return Row(rid, method or ("fora" if order == 0 else "taylorseer"), cut, n, order, warmup,
                time=time)
+
+
+def forecaster_row(forecaster: str, order: int, n: int, warmup: int = 1) -> Row:
+    """A fixed schedule (every n-th step, warm-up `warmup`) with `forecaster`'s rows."""
+    rid = f"{forecaster}-N{n}-o{order}-w{warmup}"
+    return Row(rid, "forecaster", "block", n, order, warmup, forecaster=forecaster)
+
+
+def adaptive_row(forecaster: str, order: int, tolerance: float, max_interval: int,
+                 warmup: int = 1) -> Row:
+    """Steps chosen per generation by the forecast's truncation-error estimate."""
+    rid = f"adaptive-{forecaster}-o{order}-tol{tolerance:g}-max{max_interval}"
+    return Row(rid, "adaptive", "block", None, order, warmup, forecaster=forecaster,
+               adaptive={"tolerance": tolerance, "min_interval": 1,
+                         "max_interval": max_interval})
+
+
+# Issue #17's comparison at equal FLOPs: forecasters on one fixed schedule family, and adaptive
+# steps swept over tolerances so that their FLOPs span the fixed rows'.
+ADAPTIVE_TOLERANCES = (0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def study_rows(model: str, adaptive: bool = True) -> list[Row]:
+    """The forecasters-and-adaptive study (`quality.py --study forecasters`), in run order."""
+    rows = [Row("full", "full"), Row("steps-10", "steps", steps=10),
+            Row("steps-8", "steps", steps=8), Row("steps-7", "steps", steps=7),
+            forecaster_row("taylor", 0, 5)]
+    for forecaster in ("taylor", "hermite", "newton"):
+        for order, n in ((2, 5), (1, 5), (3, 5), (2, 6), (2, 7), (2, 8)):
+            rows.append(forecaster_row(forecaster, order, n))
+    if adaptive:
+        for forecaster in ("taylor", "hermite", "newton"):
+            for tol in ADAPTIVE_TOLERANCES:
+                rows.append(adaptive_row(forecaster, 2, tol, 10))
+    return rows
 
 
 def preset_row(preset: str, cut: str, order: int | None = None) -> Row:
@@ -165,8 +203,13 @@ class Runner:
             return fn, names, sched, lambda: None
         torch._dynamo.reset()
         options = row.ts_options(self.task, self.compiler)
+        # An option this ts_compile does not know fails here (recorded as the row's error), not
+        # at the first call in the middle of the run.
+        ts_compile.TaylorSeerOptions.from_compile_kwargs(None, options)
         compiled = torch.compile(model, backend="taylorseer", options=options, dynamic=False)
         compiled.reset = lambda: ts_compile.reset(compiled)
+        if row.adaptive is not None:  # its steps are chosen while it runs
+            return compiled, None, None, torch._dynamo.reset
         opts = ts_compile.TaylorSeerOptions.coerce({**row.ts_settings(), "num_steps": row.steps})
         return compiled, None, ts_compile.computed_steps(opts, row.steps), torch._dynamo.reset
 
