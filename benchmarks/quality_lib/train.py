@@ -48,9 +48,14 @@ class _Trainable(torch.nn.Module):
 
 
 def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | None = None,
-          log=print, save_every: int = 0) -> dict:
+          log=print, save_every: int = 0, init: str | None = None,
+          lr_decay: bool = False) -> dict:
     """Train `kind` ("dit" or "flux") for `steps` optimizer steps; save to `out` (also every
-    `save_every` steps when > 0); return the log."""
+    `save_every` steps when > 0); return the log.
+
+    `init`: start from that checkpoint's (EMA) weights instead of random ones (a second phase;
+    the optimizer starts fresh, with its warm-up); `lr_decay`: the learning rate falls linearly
+    to 0 over the run after the warm-up (a cool-down phase)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -72,6 +77,18 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
         txt_ids = torch.zeros(models.FLUX_TEXT_TOKENS, 3)
     else:
         raise ValueError(f"kind must be 'dit' or 'flux', got {kind!r}")
+    previous = None
+    if init:
+        if kind == "dit":
+            net.load_state_dict(models.load_dit(init)[0].state_dict())
+        else:
+            loaded, ehs, pooled, _ = models.load_flux(init)
+            net.load_state_dict(loaded.state_dict())
+            with torch.no_grad():
+                cond.encoder_hidden_states.copy_(ehs)
+                cond.pooled_projections.copy_(pooled)
+        with open(os.path.join(init, "train_log.json")) as f:
+            previous = json.load(f)
     live = _Trainable(net, cond).train()
     ema = copy.deepcopy(live).eval()
     params = sum(p.numel() for p in live.parameters())
@@ -83,7 +100,8 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
     start = time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+            group["lr"] = LR * min(1.0, (step + 1) / WARMUP) * (
+                1.0 - step / steps if lr_decay else 1.0)
         idx = torch.randint(0, n, (BATCH,), generator=g)
         x0, y = x_train[idx], y_train[idx].clone()
         y[torch.rand(BATCH, generator=g) < LABEL_DROP] = models.NULL_CLASS
@@ -117,9 +135,12 @@ def train(kind: str, steps: int, seed: int = 0, threads: int = 2, out: str | Non
                 f"({el:.0f} s, {el / (step + 1):.3f} s/step, load {load_average()})")
         if out and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             # A long run leaves a usable checkpoint (the EMA so far) at every save.
-            _save(kind, ema, out, _record(kind, seed, step + 1, threads, params,
-                                          time.perf_counter() - start, curve))
+            partial = _record(kind, seed, step + 1, threads, params,
+                              time.perf_counter() - start, curve)
+            partial.update(lr_decay=lr_decay, init=init, previous=previous)
+            _save(kind, ema, out, partial)
     record = _record(kind, seed, steps, threads, params, time.perf_counter() - start, curve)
+    record.update(lr_decay=lr_decay, init=init, previous=previous)
     if out:
         _save(kind, ema, out, record)
     return record
@@ -167,6 +188,11 @@ def main(kind: str, argv: list[str] | None = None) -> int:
                    help="checkpoint folder (default: %(default)s)")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the checkpoint every this many steps (0: only at the end)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint folder's weights (a second training phase)")
+    p.add_argument("--lr-decay", action="store_true",
+                   help="learning rate falls linearly to 0 over the run (a cool-down phase)")
     a = p.parse_args(argv)
-    train(kind, a.steps, seed=a.seed, threads=a.threads, out=a.out, save_every=a.save_every)
+    train(kind, a.steps, seed=a.seed, threads=a.threads, out=a.out, save_every=a.save_every,
+          init=a.init, lr_decay=a.lr_decay)
     return 0
