@@ -165,8 +165,10 @@ def _save(kind: str, ema: _Trainable, out: str, record: dict) -> None:
                    "beta_schedule": "linear", "num_steps": 50,
                    "guidance_scale": models.GUIDANCE["dit"], "cfg": "batched",
                    "null_class": models.NULL_CLASS, "pixel_range": [-1, 1],
-                   "notes": "DDIM (eta 0) on DDPMScheduler(1000, linear) betas; label 10 is "
-                            "the null class; diffusers' per-block label dropout is off."}
+                   "clip_sample": False,
+                   "notes": "DDIM (eta 0, no x0 clipping, as DiT's sample.py) on "
+                            "DDPMScheduler(1000, linear) betas; label 10 is the null class; "
+                            "diffusers' per-block label dropout is off."}
         with open(os.path.join(out, "sampler.json"), "w") as f:
             json.dump(sampler, f, indent=2)
     else:
