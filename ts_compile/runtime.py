@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .adaptive import Adaptive, adaptive_stats
 from .calling import StateLayout
 from .distributed import collective_stats
 from .lane import DEFAULT_CONTEXT, EVENTS, HOST_CLOCK, LATE_CLOCK, NO_CLOCK, Lane, current
@@ -132,6 +133,8 @@ class Controller:
             "nonfinite_computed_values": sum(computed for _, computed in nonfinite),
             # How calls were placed when the caller did not say (stepping.py), and mistakes seen.
             **{event: events[event] for event in EVENTS},
+            # options.adaptive: the steps it chose (None when off).
+            "adaptive": None if self.options.adaptive is None else adaptive_stats(lanes),
         }
 
 
@@ -211,6 +214,11 @@ class GraphRuntime:
         self.forecaster = Forecaster(self.options.forecaster, self.options.order,
                                      self.options.hermite_sigma, unit_time=time_index is not None)
         self.time_basis = self.forecaster.device_basis(device) if time_index is not None else None
+        # options.adaptive: the compute graph returns its rows' norms last (adaptive.py).
+        self.adaptive = (None if self.options.adaptive is None else
+                         Adaptive(self.options, self.forecaster, device, time_index is not None))
+        if self.adaptive is not None and self.sigma_table is not None:
+            self.adaptive.sigma_table = self.sigma_table.cpu()
         controller.adopt(self)
 
     @classmethod
@@ -310,6 +318,8 @@ class GraphRuntime:
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
         if state.filled == 0 and self.module_snapshot is not None:
             self._check_module_edits()
+        if self.adaptive is not None:
+            return self._adaptive_step(lane, branch, step, state, counts, args, now)
         if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
             # In sampler time the host writes unit steps; the device completes them (no sync).
             rows = orders_to_difference(state.filled, step, self.options.warmup,
@@ -320,6 +330,41 @@ class GraphRuntime:
                                   True, self.forecaster.kind, self.time_basis)
             out = self.compute_fn(*args, *state.inputs)  # calling.py's order
             state.record_computed(step, rows)
+            counts[0] += 1
+            self.computed_steps += 1
+        else:
+            state.write_scalars(self.forecaster.forecast_scalars(step, state.nodes, state.filled))
+            if in_time:
+                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
+                                  False, self.forecaster.kind, self.time_basis)
+            out = self.forecast_fn(*args, *state.inputs)
+            counts[1] += 1
+            self.forecast_steps += 1
+        state.last_step = step
+        return out
+
+    def _adaptive_step(self, lane: Lane, branch: Branch, step: int, state: TaylorState,
+                       counts: list[int], args: tuple, now: torch.Tensor | None) -> Any:
+        """`_step` with options.adaptive: the branch's decision instead of the schedule, and the
+        compute graph's last output (its rows' norms) taken for the next decisions."""
+        in_time = now is not None
+        host_time = None
+        if in_time and args[self.time_index].device.type == "cpu":  # free to read on the host
+            host_time = float(time_value(args[self.time_index], self.adaptive.sigma_table))
+        adaptive = self.adaptive
+        if (adaptive.decide(branch, step, lane.num_steps, host_time, lane)
+                or state.filled == 0):
+            rows = orders_to_difference(state.filled, step, self.options.warmup,
+                                        self.options.recursion)
+            state.write_scalars(self.forecaster.compute_scalars(step, state.nodes, rows))
+            if in_time:
+                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
+                                  True, self.forecaster.kind, self.time_basis)
+            out = self.compute_fn(*args, *state.inputs)
+            out, norms = out[:-1], out[-1]
+            state.record_computed(step, rows)
+            adaptive.receive(state, norms, host_time, lane)
+            adaptive.computed(branch, step)
             counts[0] += 1
             self.computed_steps += 1
         else:
