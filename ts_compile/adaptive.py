@@ -191,10 +191,17 @@ class Adaptive:
             plan.steps.append(step)
 
 
-def adaptive_stats(lanes: list[Any]) -> dict[str, Any]:
-    """stats()["adaptive"]: the computed steps each branch's adaptive schedule picked."""
+def adaptive_stats(lanes: list[Any], own: Any | None) -> dict[str, Any]:
+    """stats()["adaptive"]: the computed steps each branch's adaptive schedule picked.
+
+    `computed_steps_per_generation`: per branch name, the computed-step count of each of its
+    generations (every thread's, thread by thread; the current one last); `last_generation`:
+    per branch, the computed steps of its current (or last) generation in the calling thread
+    (`own`, its lane; another thread's when the calling thread has not run the model)."""
     per_generation: dict[str, list[int]] = {}
     last: dict[str, list[int]] = {}
+    if own is not None and own in lanes:  # the calling thread's own steps win
+        lanes = [lane for lane in lanes if lane is not own] + [own]
     reads = syncs = 0
     for lane in lanes:
         reads += lane.events[SIGNAL_READS]

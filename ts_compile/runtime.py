@@ -134,7 +134,8 @@ class Controller:
             # How calls were placed when the caller did not say (stepping.py), and mistakes seen.
             **{event: events[event] for event in EVENTS},
             # options.adaptive: the steps it chose (None when off).
-            "adaptive": None if self.options.adaptive is None else adaptive_stats(lanes),
+            "adaptive": (None if self.options.adaptive is None else
+                         adaptive_stats(lanes, getattr(self._local, "lane", None))),
         }
 
 
