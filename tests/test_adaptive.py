@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 import ts_compile
+from ts_compile import adaptive
 from ts_compile.api import controller_of
 from ts_compile import AdaptiveOptions, ArtefactError, OptionError, TaylorSeerOptions
 
@@ -375,3 +376,52 @@ def test_export_refuses_adaptive(tmp_path):
         ts_compile.export(model, (make_inputs(SPEC), torch.tensor(1.0)), path=tmp_path / "a",
                           options={"adaptive": {"tolerance": 0.05}})
     assert not (tmp_path / "a").exists()
+
+
+class LateFake(adaptive.LateNorms):
+    """Norms that reach the host late, as CudaNorms' pinned copy does: `ready` only after
+    `lag` queries (never, with lag=None: every read waits)."""
+
+    def __init__(self, lag):
+        self.lag, self.value, self.queries, self.sent = lag, None, 0, 0
+
+    def send(self, norms):
+        self.value, self.queries = norms.clone(), 0
+        self.sent += 1
+
+    def ready(self):
+        self.queries += 1
+        return self.lag is not None and self.queries > self.lag
+
+    def wait(self):
+        self.queries = 10 ** 9
+
+    def values(self):
+        return self.value.tolist()
+
+
+@pytest.mark.parametrize("lag, waits", [(None, True), (0, False)])
+def test_late_norms_are_read_at_the_next_decision(monkeypatch, lag, waits):
+    """The CUDA path's protocol on CPU tensors: the norms are read at the next step's decision,
+    not after the computed step; a read finds them ready (no sync) or waits once (a sync, at
+    most one per computed step); the decisions are those of the immediate read."""
+    def run(late):
+        torch._dynamo.reset()
+        if late:
+            monkeypatch.setattr(adaptive, "late_norms_for", lambda device: LateFake(lag))
+        compiled = compile_ts(build_model(SPEC), order=2, adaptive=adaptive_options(0.02, 1, 5))
+        x = make_inputs(SPEC)
+        with torch.no_grad():
+            for t in step_times():
+                x = x - 0.3 * compiled(x, torch.tensor(t))
+        monkeypatch.undo()
+        return ts_compile.stats(compiled)["adaptive"]
+
+    now, later = run(False), run(True)
+    assert later["last_generation"] == now["last_generation"]
+    computed = len(now["last_generation"]["default"])
+    # immediate: every computed step's norms read; late: only those a decision needed (not a
+    # computed step's followed by another computed step: the warm-up, min_interval's)
+    assert now["signal_reads"] == computed and now["syncs"] == 0
+    assert 0 < later["signal_reads"] <= computed
+    assert later["syncs"] == (later["signal_reads"] if waits else 0)

@@ -81,15 +81,62 @@ class BranchSchedule:
             self.generation, self.step, self.last_computed, self.steps = generation, None, None, []
 
 
-class StateSignal:
-    """One state's last norms: pending on the device, or read (as ratios per row)."""
+class LateNorms:
+    """One state's norms on their way to the host from a device that is not read at once: sent
+    after a computed step, read at a later decision (`ready` without waiting, else `wait`)."""
 
-    __slots__ = ("ratios", "pending", "event", "host_times")
+    def send(self, norms: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def wait(self) -> None:
+        raise NotImplementedError
+
+    def values(self) -> list[list[float]]:
+        raise NotImplementedError
+
+
+class CudaNorms(LateNorms):
+    """A non-blocking copy into pinned host memory, and an event recorded after it."""
+
+    def __init__(self) -> None:
+        self.host: torch.Tensor | None = None
+        self.event: Any = None
+
+    def send(self, norms: torch.Tensor) -> None:
+        if self.host is None or self.host.shape != norms.shape:
+            self.host = torch.empty(norms.shape, dtype=norms.dtype, pin_memory=True)
+            self.event = torch.cuda.Event()
+        self.host.copy_(norms, non_blocking=True)
+        self.event.record()
+
+    def ready(self) -> bool:
+        return self.event.query()
+
+    def wait(self) -> None:
+        self.event.synchronize()
+
+    def values(self) -> list[list[float]]:
+        return self.host.tolist()
+
+
+def late_norms_for(device: torch.device) -> LateNorms | None:
+    """How norms on `device` reach the host: None = read at once (CPU: free; other devices: a
+    sync, counted)."""
+    return CudaNorms() if device.type == "cuda" else None
+
+
+class StateSignal:
+    """One state's last norms: on their way (`late`, `pending`) or read (as ratios per row)."""
+
+    __slots__ = ("ratios", "late", "pending", "host_times")
 
     def __init__(self) -> None:
         self.ratios: list[float] | None = None
-        self.pending: torch.Tensor | None = None  # pinned host copy, valid once `event` is done
-        self.event: Any = None
+        self.late: LateNorms | None = None
+        self.pending = False
         self.host_times: list[float] = []  # sampler times of the table's computed steps
 
 
@@ -116,25 +163,23 @@ class Adaptive:
             signal = state.signal = StateSignal()
         if host_time is not None:
             signal.host_times = [host_time, *signal.host_times[:state.filled - 1]]
-        if norms.device.type == "cuda":
-            if signal.pending is None or signal.pending.shape != norms.shape:
-                signal.pending = torch.empty(norms.shape, dtype=norms.dtype, pin_memory=True)
-                signal.event = torch.cuda.Event()
-            signal.pending.copy_(norms, non_blocking=True)
-            signal.event.record()
-            signal.ratios = None
+        late = signal.late if signal.late is not None else late_norms_for(norms.device)
+        if late is not None:
+            signal.late, signal.pending, signal.ratios = late, True, None
+            late.send(norms)
             return
         if norms.device.type != "cpu":
             lane.events[SYNCS] += 1
-        signal.pending, signal.ratios = None, ratios_from_norms(norms.tolist())
+        signal.ratios = ratios_from_norms(norms.tolist())
         lane.events[SIGNAL_READS] += 1
 
     def _ratios(self, signal: StateSignal, lane: Any) -> list[float] | None:
-        if signal.ratios is None and signal.pending is not None:
-            if not signal.event.query():
-                signal.event.synchronize()
+        if signal.pending:
+            if not signal.late.ready():
+                signal.late.wait()
                 lane.events[SYNCS] += 1
-            signal.ratios = ratios_from_norms(signal.pending.tolist())
+            signal.ratios = ratios_from_norms(signal.late.values())
+            signal.pending = False
             lane.events[SIGNAL_READS] += 1
         return signal.ratios
 
