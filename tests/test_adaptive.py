@@ -311,7 +311,7 @@ def test_graphs_of_one_call_take_its_first_graphs_decision():
     paths = ["blocks.0", "blocks.1", "blocks.2"]
     reference = EagerTaylorSeer(model, paths, 2, None, adaptive=adaptive_schedule(0.1, 1, 6))
     generator = torch.Generator().manual_seed(3)
-    x, context = torch.randn(2, 6, 8, generator=generator), torch.randn(2, 6, 8, generator=generator)
+    x, context = (torch.randn(2, 6, 8, generator=generator) for _ in range(2))
     with torch.no_grad():
         for t in step_times():
             t = torch.tensor(t)
@@ -343,6 +343,13 @@ def test_stats_without_adaptive_and_signal_counters():
     # CPU: one read per computed step, right after it; no sync
     assert found["adaptive"]["signal_reads"] == len(chosen) == found["computed_steps"]
     assert found["adaptive"]["syncs"] == 0
+    x = make_inputs(SPEC)
+    with torch.no_grad():  # a second generation, counted with since=
+        for t in step_times():
+            x = x - 0.3 * compiled(x, torch.tensor(t))
+    later = ts_compile.stats(compiled, since=found)
+    assert later["adaptive"]["signal_reads"] == len(chosen) == later["computed_steps"]
+    assert later["adaptive"]["computed_steps_per_generation"] == {"default": [len(chosen)] * 2}
 
 
 @pytest.mark.parametrize("options, names, allowed", [
@@ -425,3 +432,12 @@ def test_late_norms_are_read_at_the_next_decision(monkeypatch, lag, waits):
     assert now["signal_reads"] == computed and now["syncs"] == 0
     assert 0 < later["signal_reads"] <= computed
     assert later["syncs"] == (later["signal_reads"] if waits else 0)
+
+
+def test_the_fixed_schedule_functions_refuse_adaptive_options():
+    options = TaylorSeerOptions(adaptive={"tolerance": 0.05})
+    for ask in (lambda: ts_compile.computed_steps(options, 50),
+                lambda: ts_compile.flops_speedup(options, 50),
+                lambda: ts_compile.is_computed_step(3, options)):
+        with pytest.raises(ValueError, match=r"stats\(compiled\)\['adaptive'\]"):
+            ask()

@@ -16,9 +16,9 @@ from .options import AdaptiveOptions, OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
 __all__ = ["AdaptiveOptions", "ArtefactError", "ExportedTaylorSeer", "ModelEditedError",
-           "OptionError", "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps", "explain", "export",
-           "flops_speedup", "generation", "is_computed_step", "load", "reset", "skip_module_guards",
-           "stats"]
+           "OptionError", "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps",
+           "explain", "export", "flops_speedup", "generation", "is_computed_step", "load",
+           "reset", "skip_module_guards", "stats"]
 __version__ = "0.1.0"
 
 
