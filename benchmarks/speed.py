@@ -278,7 +278,9 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                      else f"taylorseer adaptive (tol {o.adaptive.tolerance:.3g}) O2 block"
                      if key == ADAPTIVE_ROW
                      else f"taylorseer N={o.interval} O={o.order} {o.cut}")
-            rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
+            # adaptive: the steps it chooses, set after its warm-up generation (_warm_up)
+            schedule = [] if o.adaptive is not None else computed_steps(o, steps)
+            rows.append(Row(key, label, fn, schedule, compiled=True, kind="ts",
                             reset=lambda fn=fn: ts_compile.reset(fn), options=o, cut=o.cut))
         elif key.startswith("diffusers-"):
             if hooked is None:

@@ -363,6 +363,7 @@ def test_stats_without_adaptive_and_signal_counters():
     ({"adaptive": 0.05}, "'adaptive'=0.05", "a dict with keys tolerance"),
     ({"adaptive": {}, "schedule": [0, 3]}, "'adaptive'", "None when a schedule is given"),
     ({"adaptive": {}, "order": 0}, "'adaptive'", "order >= 1"),
+    ({"adaptive": {}, "interval": 3}, "'interval'=3", "unused with adaptive"),
 ])
 def test_bad_adaptive_options(options, names, allowed):
     with pytest.raises(OptionError) as err:

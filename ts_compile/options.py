@@ -334,6 +334,11 @@ class TaylorSeerOptions:
                     inductor[inner] = _check_inductor_option(inner, inner_value, ours)
             else:
                 inductor[key] = _check_inductor_option(key, value, ours)
+        if settings.get("adaptive") is not None and "interval" in settings:
+            raise OptionError(
+                f"ts_compile: option 'interval'={settings['interval']!r} is unused with "
+                "adaptive (the steps are chosen by the error estimate); drop it, and bound the "
+                "gaps with adaptive's min_interval / max_interval.")
         if settings.get("preset") is not None:  # None: no preset (as an artefact records it)
             preset = settings["preset"]
             if preset not in PRESETS:

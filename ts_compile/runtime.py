@@ -319,9 +319,14 @@ class GraphRuntime:
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
         if state.filled == 0 and self.module_snapshot is not None:
             self._check_module_edits()
-        if self.adaptive is not None:
-            return self._adaptive_step(lane, branch, step, state, counts, args, now)
-        if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
+        adaptive, host_time = self.adaptive, None
+        if adaptive is not None:  # the branch's decision (adaptive.py) instead of the schedule
+            if in_time and args[self.time_index].device.type == "cpu":  # free to read here
+                host_time = float(time_value(args[self.time_index], adaptive.sigma_table))
+            compute = adaptive.decide(branch, step, lane.num_steps, host_time, lane)
+        else:
+            compute = is_computed_step(step, self.options, lane.num_steps)
+        if state.filled == 0 or compute:
             # In sampler time the host writes unit steps; the device completes them (no sync).
             rows = orders_to_difference(state.filled, step, self.options.warmup,
                                         self.options.recursion)
@@ -331,41 +336,10 @@ class GraphRuntime:
                                   True, self.forecaster.kind, self.time_basis)
             out = self.compute_fn(*args, *state.inputs)  # calling.py's order
             state.record_computed(step, rows)
-            counts[0] += 1
-            self.computed_steps += 1
-        else:
-            state.write_scalars(self.forecaster.forecast_scalars(step, state.nodes, state.filled))
-            if in_time:
-                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
-                                  False, self.forecaster.kind, self.time_basis)
-            out = self.forecast_fn(*args, *state.inputs)
-            counts[1] += 1
-            self.forecast_steps += 1
-        state.last_step = step
-        return out
-
-    def _adaptive_step(self, lane: Lane, branch: Branch, step: int, state: TaylorState,
-                       counts: list[int], args: tuple, now: torch.Tensor | None) -> Any:
-        """`_step` with options.adaptive: the branch's decision instead of the schedule, and the
-        compute graph's last output (its rows' norms) taken for the next decisions."""
-        in_time = now is not None
-        host_time = None
-        if in_time and args[self.time_index].device.type == "cpu":  # free to read on the host
-            host_time = float(time_value(args[self.time_index], self.adaptive.sigma_table))
-        adaptive = self.adaptive
-        if (adaptive.decide(branch, step, lane.num_steps, host_time, lane)
-                or state.filled == 0):
-            rows = orders_to_difference(state.filled, step, self.options.warmup,
-                                        self.options.recursion)
-            state.write_scalars(self.forecaster.compute_scalars(step, state.nodes, rows))
-            if in_time:
-                apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
-                                  True, self.forecaster.kind, self.time_basis)
-            out = self.compute_fn(*args, *state.inputs)
-            out, norms = out[:-1], out[-1]
-            state.record_computed(step, rows)
-            adaptive.receive(state, norms, host_time, lane)
-            adaptive.computed(branch, step)
+            if adaptive is not None:  # its rows' norms come last: not the model's
+                out, norms = out[:-1], out[-1]
+                adaptive.receive(state, norms, host_time, lane)
+                adaptive.computed(branch, step)
             counts[0] += 1
             self.computed_steps += 1
         else:
