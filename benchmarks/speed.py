@@ -18,6 +18,11 @@ Rows (--rows, comma-separated; the plain Inductor baseline is always added):
   eager, inductor                          no cache
   ts-N{3,4,5,6}-o{1,2}-{block,paper}       backend="taylorseer", interval N, warm-up 3
   ts-dsched-o2-block                       backend="taylorseer" on diffusers' schedule (13/50)
+  ts-adaptive-o2-block                     options.adaptive (min 1, max 8, warm-up 3), its
+                                           tolerance calibrated at set-up (eager inner compiler,
+                                           bisection) to compute as many steps as ts-N5-o2-block:
+                                           the adaptive host work per step against the fixed
+                                           schedule's
   ts-dsched-o2-block-mg                    the same with guard_filter_fn=ts_compile.skip_module_guards
                                            (Dynamo's module guards checked once per generation)
   diffusers-eager, diffusers-compiled      TaylorSeerCacheConfig(interval 5, warm-up 3, order 2,
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import platform
 import re
@@ -73,7 +79,9 @@ WARMUP = 3
 DIFFUSERS_INTERVAL = 5
 TS_ROWS = [f"ts-N{n}-o{o}-{c}" for c in ("block", "paper") for o in (1, 2) for n in (3, 4, 5, 6)]
 MODULE_GUARDS_ROW = "ts-dsched-o2-block-mg"  # the same, with ts_compile.skip_module_guards
-ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", MODULE_GUARDS_ROW,
+ADAPTIVE_ROW = "ts-adaptive-o2-block"  # options.adaptive, as many computed steps as N=5
+ADAPTIVE_TARGET_ROW = "ts-N5-o2-block"
+ALL_ROWS = (["eager", "inductor", *TS_ROWS, "ts-dsched-o2-block", MODULE_GUARDS_ROW, ADAPTIVE_ROW,
              "diffusers-eager",
              "diffusers-compiled", "cachedit-eager", "cachedit-compiled"])
 FLOOR_ROW = "non-block"  # timed beside the rows, reported under the table
@@ -187,6 +195,10 @@ class Row:
 
 
 def _ts_options(key: str, steps: int, compiler: str) -> TaylorSeerOptions:
+    if key == ADAPTIVE_ROW:  # the tolerance is calibrated in make_rows
+        return TaylorSeerOptions(order=2, warmup=WARMUP, num_steps=steps, compiler=compiler,
+                                 adaptive={"tolerance": 0.05, "min_interval": 1,
+                                           "max_interval": 8})
     if key in ("ts-dsched-o2-block", MODULE_GUARDS_ROW):
         return TaylorSeerOptions(schedule=diffusers_schedule(steps, DIFFUSERS_INTERVAL, WARMUP),
                                  order=2, num_steps=steps, compiler=compiler)
@@ -200,12 +212,42 @@ def _opts_dict(o: TaylorSeerOptions) -> dict[str, Any]:
              cut=o.cut if isinstance(o.cut, str) else list(o.cut))
     if o.schedule is not None:
         d["schedule"] = sorted(o.schedule)
+    elif o.adaptive is not None:
+        d.update(warmup=o.warmup, adaptive=o.adaptive)
     else:
         d.update(interval=o.interval, warmup=o.warmup)
     return d
 
 
-def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str]) -> list[Row]:
+def adaptive_tolerance(model, noise, inputs, steps: int, options: TaylorSeerOptions,
+                       target: int, notes: list[str]) -> TaylorSeerOptions:
+    """`options` with the adaptive tolerance that computes `target` steps of the benchmark's
+    generation (or the nearest count found): a geometric bisection over 1e-4..10, each try a
+    generation with the eager inner compiler (the same decisions as Inductor's, to rounding)."""
+    import dataclasses
+
+    low, high, best = 1e-4, 10.0, None
+    for _ in range(12):
+        tolerance = math.sqrt(low * high)
+        tried = dataclasses.replace(options, compiler="eager",
+                                    adaptive=dataclasses.replace(options.adaptive,
+                                                                 tolerance=tolerance))
+        fn = compile_isolated(model, backend="taylorseer", options=_opts_dict(tried))
+        sample(fn, noise, inputs, steps)
+        count = len(ts_compile.stats(fn)["adaptive"]["last_generation"]["default"])
+        if best is None or abs(count - target) < abs(best[1] - target):
+            best = (tolerance, count)
+        if count == target:
+            break
+        low, high = (tolerance, high) if count > target else (low, tolerance)
+    notes.append(f"{ADAPTIVE_ROW}: tolerance {best[0]:.4g} computes {best[1]} steps in the "
+                 f"eager calibration (target {target}, {ADAPTIVE_TARGET_ROW}'s)")
+    return dataclasses.replace(options, adaptive=dataclasses.replace(options.adaptive,
+                                                                     tolerance=best[0]))
+
+
+def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str],
+              noise=None, inputs=None) -> list[Row]:
     from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
 
     every = list(range(steps))
@@ -222,6 +264,10 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
                             every, compiled=True, kind="plain"))
         elif key.startswith("ts-"):
             o = _ts_options(key, steps, compiler)
+            if key == ADAPTIVE_ROW:
+                target = len(computed_steps(_ts_options(ADAPTIVE_TARGET_ROW, steps, compiler),
+                                            steps))
+                o = adaptive_tolerance(model, noise, inputs, steps, o, target, notes)
             options = _opts_dict(o)
             if key == MODULE_GUARDS_ROW:
                 options["guard_filter_fn"] = ts_compile.skip_module_guards
@@ -229,8 +275,12 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
             label = ("taylorseer diffusers' schedule O2 block" if key == "ts-dsched-o2-block"
                      else "taylorseer diffusers' schedule O2 block, skip_module_guards"
                      if key == MODULE_GUARDS_ROW
+                     else f"taylorseer adaptive (tol {o.adaptive.tolerance:.3g}) O2 block"
+                     if key == ADAPTIVE_ROW
                      else f"taylorseer N={o.interval} O={o.order} {o.cut}")
-            rows.append(Row(key, label, fn, computed_steps(o, steps), compiled=True, kind="ts",
+            # adaptive: the steps it chooses, set after its warm-up generation (_warm_up)
+            schedule = [] if o.adaptive is not None else computed_steps(o, steps)
+            rows.append(Row(key, label, fn, schedule, compiled=True, kind="ts",
                             reset=lambda fn=fn: ts_compile.reset(fn), options=o, cut=o.cut))
         elif key.startswith("diffusers-"):
             if hooked is None:
@@ -484,7 +534,7 @@ def run(args, keys: list[str]) -> int:
     model, noise, inputs = build_model(args.size)
     _print_setup(args, model, load_before)
     notes: list[str] = []
-    rows = make_rows(keys, model, args.steps, args.compiler, notes)
+    rows = make_rows(keys, model, args.steps, args.compiler, notes, noise, inputs)
     rows.append(non_block_floor_row(args.size, args.steps, args.compiler))
     for note in notes:
         print("note:", note)
@@ -580,6 +630,10 @@ def _warm_up(rows: list[Row], noise, inputs, steps: int, notes: list[str]) -> No
                 notes.append(f"{row.key}: failed in its warm-up generation: {row.error}")
                 print(f"note: {row.key} failed: {row.error}")
                 continue
+            if row.options is not None and row.options.adaptive is not None:
+                # the steps it chose (the same noise each generation: the same steps)
+                row.schedule = list(ts_compile.stats(row.call)["adaptive"]["last_generation"]
+                                    ["default"])
             row.graph_breaks = sum(counters["graph_break"].values()) - gb
             row.frames_later = counters["frames"]["ok"] - first[0]
             print(f"  warm-up {row.label}: {row.first_s:.1f} s", flush=True)
@@ -763,7 +817,10 @@ def whole_call_overhead(row: Row, noise, inputs, steps: int, calls: int) -> floa
     generation = [inputs(x, sigmas[k]) for k in range(steps)]
     row.call(**generation[0])
     for rt in rts:
-        rt.compute_fn = rt.forecast_fn = lambda *a, out=outputs.get(rt): out
+        out = outputs.get(rt)
+        rt.compute_fn = rt.forecast_fn = lambda *a, out=out: out
+        if rt.adaptive is not None and out is not None:  # the compute graph's norms last
+            rt.forecast_fn = lambda *a, out=out[:-1]: out
     try:
         rounds = max(1, calls // steps)
         row.reset()
@@ -779,6 +836,83 @@ def whole_call_overhead(row: Row, noise, inputs, steps: int, calls: int) -> floa
         row.reset()
 
 
+def host_work_report(row: Row, args, noise, inputs, steps: int) -> None:
+    """Section (a) for one taylorseer row: the runtime's host work per call with the graphs
+    stubbed out, the forecast graph alone, and a whole call with stubbed graphs."""
+    controller = controller_of(row.call)
+    rt = controller.runtimes[0]
+    captured: dict[str, tuple] = {}
+    calls_made: list[tuple] = []  # every call of one generation, in order
+    fns = rt.compute_fn, rt.forecast_fn
+    n_extra = len(rt.table_specs) * (rt.options.order + 1) + 1  # table rows, scalars
+
+    norms: list[torch.Tensor] = []  # adaptive: each computed step's rows' norms, in order
+
+    def capture(name, orig):
+        def f(*a):
+            captured.setdefault(name, a)
+            calls_made.append(a[:-n_extra])
+            out = orig(*a)
+            if name == "c" and rt.adaptive is not None:
+                norms.append(out[-1].clone())
+            return out
+        return f
+
+    rt.compute_fn, rt.forecast_fn = capture("c", fns[0]), capture("f", fns[1])
+    row.reset()
+    sample(row.call, noise, inputs, steps)
+    rt.compute_fn, rt.forecast_fn = fns
+    user_args = calls_made[0]
+    sentinel = object()
+    rt.compute_fn = rt.forecast_fn = lambda *a: sentinel
+    if rt.adaptive is not None:  # the recorded norms again, so it decides as it did
+        replayed = iter(norms * (args.host_calls // max(len(norms), 1) + 2))
+        rt.compute_fn = lambda *a: (sentinel, next(replayed))
+    row.reset()
+    calls = max(steps, args.host_calls // steps * steps)
+    # The generation's own calls replayed in order (each step's latent and time), each
+    # announced as Dynamo's call boundary does (the hook the backend puts in the
+    # torch.compile context), so the measure is the whole host work per call.
+    announce = getattr(controller, "enter_call", None)
+    t0 = time.perf_counter()
+    if announce is None:
+        for i in range(calls):
+            rt(*calls_made[i % steps])
+    else:
+        for i in range(calls):
+            end = announce()
+            rt(*calls_made[i % steps])
+            end()
+    per_call = (time.perf_counter() - t0) / calls
+    rt.compute_fn, rt.forecast_fn = fns
+    row.reset()
+    noop = lambda *a: sentinel  # noqa: E731
+    t0 = time.perf_counter()
+    for i in range(calls):
+        noop(*calls_made[i % steps])
+    floor = (time.perf_counter() - t0) / calls
+    print(f"{row.key}: {per_call * 1e6:.1f} us per call over {calls} calls, replaying one "
+          f"generation's {steps} calls in order ({len(user_args)} graph inputs; a bare "
+          f"Python call with the same arguments {floor * 1e6:.2f} us); target < 50 us: "
+          f"{'met' if per_call < 50e-6 else 'NOT met'}")
+    if "f" in captured and row.forecast_step:
+        fargs = captured["f"]
+        ts = []
+        for _ in range(max(5, args.repeats * 3)):
+            t0 = time.perf_counter()
+            rt.forecast_fn(*fargs)
+            ts.append(time.perf_counter() - t0)
+        g = median(ts)
+        whole = median(row.forecast_step)
+        print(f"{row.key}: forecast graph alone {g * 1e3:.3f} ms; a forecast step through "
+              f"torch.compile (Dynamo guards + runtime + graph) {whole * 1e3:.3f} ms; "
+              f"difference {(whole - g) * 1e6:.0f} us")
+    whole_call = whole_call_overhead(row, noise, inputs, steps, args.host_calls)
+    print(f"{row.key}: a whole call through torch.compile with both graphs stubbed out "
+          f"(Dynamo's frame entry, guards and argument passing + the runtime): "
+          f"{whole_call * 1e6:.1f} us per call, of which the runtime {per_call * 1e6:.1f} us")
+
+
 def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
                   by_key: dict[str, Row]) -> None:
     steps = args.steps
@@ -786,73 +920,10 @@ def extra_reports(args, rows: list[Row], model, noise, inputs, base: float,
 
     # (a) host work of the runtime per call
     print("\n== (a) the runtime's own host work per call (GraphRuntime.__call__ with no-op graphs) ==")
-    if ts_rows:
-        row = next((r for r in ts_rows if r.key == "ts-N5-o2-block"), ts_rows[0])
-        controller = controller_of(row.call)
-        rt = controller.runtimes[0]
-        captured: dict[str, tuple] = {}
-        calls_made: list[tuple] = []  # every call of one generation, in order
-        fns = rt.compute_fn, rt.forecast_fn
-        n_extra = len(rt.table_specs) * (rt.options.order + 1) + 1  # table rows, scalars
-
-        def capture(name, orig):
-            def f(*a):
-                captured.setdefault(name, a)
-                calls_made.append(a[:-n_extra])
-                return orig(*a)
-            return f
-
-        rt.compute_fn, rt.forecast_fn = capture("c", fns[0]), capture("f", fns[1])
-        row.reset()
-        sample(row.call, noise, inputs, steps)
-        rt.compute_fn, rt.forecast_fn = fns
-        user_args = calls_made[0]
-        sentinel = object()
-        rt.compute_fn = rt.forecast_fn = lambda *a: sentinel
-        row.reset()
-        calls = max(steps, args.host_calls // steps * steps)
-        # The generation's own calls replayed in order (each step's latent and time), each
-        # announced as Dynamo's call boundary does (the hook the backend puts in the
-        # torch.compile context), so the measure is the whole host work per call.
-        announce = getattr(controller, "enter_call", None)
-        t0 = time.perf_counter()
-        if announce is None:
-            for i in range(calls):
-                rt(*calls_made[i % steps])
-        else:
-            for i in range(calls):
-                end = announce()
-                rt(*calls_made[i % steps])
-                end()
-        per_call = (time.perf_counter() - t0) / calls
-        rt.compute_fn, rt.forecast_fn = fns
-        row.reset()
-        noop = lambda *a: sentinel  # noqa: E731
-        t0 = time.perf_counter()
-        for i in range(calls):
-            noop(*calls_made[i % steps])
-        floor = (time.perf_counter() - t0) / calls
-        print(f"{row.key}: {per_call * 1e6:.1f} us per call over {calls} calls, replaying one "
-              f"generation's {steps} calls in order ({len(user_args)} graph inputs; a bare "
-              f"Python call with the same arguments {floor * 1e6:.2f} us); target < 50 us: "
-              f"{'met' if per_call < 50e-6 else 'NOT met'}")
-        if "f" in captured and row.forecast_step:
-            fargs = captured["f"]
-            ts = []
-            for _ in range(max(5, args.repeats * 3)):
-                t0 = time.perf_counter()
-                rt.forecast_fn(*fargs)
-                ts.append(time.perf_counter() - t0)
-            g = median(ts)
-            whole = median(row.forecast_step)
-            print(f"{row.key}: forecast graph alone {g * 1e3:.3f} ms; a forecast step through "
-                  f"torch.compile (Dynamo guards + runtime + graph) {whole * 1e3:.3f} ms; "
-                  f"difference {(whole - g) * 1e6:.0f} us")
-        whole_call = whole_call_overhead(row, noise, inputs, steps, args.host_calls)
-        print(f"{row.key}: a whole call through torch.compile with both graphs stubbed out "
-              f"(Dynamo's frame entry, guards and argument passing + the runtime): "
-              f"{whole_call * 1e6:.1f} us per call, of which the runtime {per_call * 1e6:.1f} us")
-    else:
+    chosen = [r for r in ts_rows if r.key in ("ts-N5-o2-block", ADAPTIVE_ROW)] or ts_rows[:1]
+    for row in chosen:
+        host_work_report(row, args, noise, inputs, steps)
+    if not chosen:
         print("no taylorseer row selected")
 
     # (b) kernels of the forecast graph

@@ -56,7 +56,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-__all__ = ["EagerTaylorSeer", "official_schedule"]
+__all__ = ["EagerTaylorSeer", "official_schedule", "adaptive_schedule"]
 
 
 def official_schedule(
@@ -84,6 +84,30 @@ def official_schedule(
         return False
 
     return computed
+
+
+def adaptive_schedule(
+    tolerance: float,
+    min_interval: int,
+    max_interval: int,
+    warmup: int = 1,
+    cooldown: int = 0,
+    num_steps: Optional[int] = None,
+) -> dict:
+    """The adaptive rule's settings for ``EagerTaylorSeer(adaptive=...)``.
+
+    Step ``s`` is computed iff nothing was computed yet, ``s < warmup``, ``s``
+    is one of the last ``cooldown`` of ``num_steps``, ``s - last >= max_interval``,
+    or ``s - last >= min_interval`` and the truncation estimate at ``s`` is not
+    ``<= tolerance``.  The estimate, from this module's own tables in float64:
+    the max over listed modules and outputs of ``||D_k|| * |c_k(s)| / ||D_0||``,
+    ``k`` the highest entry of the table and ``c_k`` the forecast's coefficient
+    of it (for ``"newton"``: ``D_k`` the divided difference over the last
+    ``k + 1`` points and ``c_k = prod_{m<k} (s - t_{j-m})``).
+    """
+    return dict(tolerance=float(tolerance), min_interval=int(min_interval),
+                max_interval=int(max_interval), warmup=int(warmup), cooldown=int(cooldown),
+                num_steps=num_steps)
 
 
 class EagerTaylorSeer:
@@ -122,6 +146,8 @@ class EagerTaylorSeer:
         time_of: Optional[Callable[[tuple, dict], float]] = None,
         forecaster: str = "taylor",
         sigma: float = 0.5,
+        adaptive: Optional[dict] = None,
+        estimate_paths: Optional[List[str]] = None,
     ):
         if not (0 <= int(order) <= 4):
             raise ValueError(f"order must be in 0..4, got {order}")
@@ -134,6 +160,10 @@ class EagerTaylorSeer:
             raise ValueError(f"unknown forecaster {forecaster!r}")
         self.forecaster = forecaster
         self.sigma = float(sigma)
+        # adaptive_schedule(...): steps chosen by the truncation estimate (`computed` unused)
+        self.adaptive = adaptive
+        # the modules whose tables the estimate reads (default: all listed)
+        self.estimate_paths = list(module_paths if estimate_paths is None else estimate_paths)
         self.modules: Dict[str, nn.Module] = {
             p: model.get_submodule(p) for p in self.module_paths
         }
@@ -150,6 +180,8 @@ class EagerTaylorSeer:
         self.last_computed: Optional[int] = None
         self.last_computed_time: Optional[float] = None
         self.step: int = 0
+        # adaptive: (step, estimate) of every step the estimate decided
+        self.estimates: List[tuple] = []
 
     # ------------------------------------------------------------------ #
     # helpers
@@ -229,7 +261,10 @@ class EagerTaylorSeer:
     def __call__(self, *args, **kwargs):
         s = self.step
         tau = float(s) if self.time_of is None else float(self.time_of(args, kwargs))
-        do_compute = self.last_computed is None or bool(self.computed(s))
+        if self.adaptive is not None:
+            do_compute = self._adaptive_compute(s, tau)
+        else:
+            do_compute = self.last_computed is None or bool(self.computed(s))
         with torch.no_grad():
             if do_compute:
                 out = self._computed_step(s, tau, args, kwargs)
@@ -237,6 +272,50 @@ class EagerTaylorSeer:
                 out = self._forecast_step(tau, args, kwargs)
         self.step += 1
         return out
+
+    def _adaptive_compute(self, s: int, tau: float) -> bool:
+        a = self.adaptive
+        if self.last_computed is None or s < a["warmup"]:
+            return True
+        if a["num_steps"] is not None and s >= a["num_steps"] - a["cooldown"]:
+            return True
+        gap = s - self.last_computed
+        if gap >= a["max_interval"]:
+            return True
+        if gap < a["min_interval"]:
+            return False
+        estimate = self.truncation_estimate(tau)
+        self.estimates.append((s, estimate))
+        return not estimate <= a["tolerance"]
+
+    def truncation_estimate(self, s: float) -> float:
+        """max over modules and outputs of ||D_k|| |c_k(s)| / ||D_0||, in float64."""
+        worst = 0.0
+        x = s - self.last_computed_time
+        for path in self.estimate_paths:
+            for k_out, table in enumerate(self.tables[path]):
+                k = len(table) - 1
+                base = table[0].double().norm().item()
+                if self.forecaster == "newton":
+                    points = self.points[path][k_out][-(k + 1):]  # newest last
+                    top = _divided_difference(points).norm().item()
+                    coef = 1.0
+                    for t_m, _ in list(reversed(points))[:k]:
+                        coef *= s - t_m
+                else:
+                    top = table[k].double().norm().item()
+                    if self.forecaster == "hermite":
+                        coef = self.sigma ** k * _hermite(k, self.sigma * x) / math.factorial(k)
+                    else:
+                        coef = x ** k / math.factorial(k)
+                if base > 0:
+                    value = top * abs(coef) / base
+                else:
+                    value = 0.0 if top * abs(coef) == 0 else math.inf
+                if math.isnan(value):
+                    return value
+                worst = max(worst, value)
+        return worst
 
     def _computed_step(self, s, tau, args, kwargs):
         captured: Dict[str, object] = {}
@@ -308,6 +387,14 @@ def _hermite(n: int, y: float) -> float:
         (-1) ** m * (2 * y) ** (n - 2 * m) / (math.factorial(m) * math.factorial(n - 2 * m))
         for m in range(n // 2 + 1)
     )
+
+
+def _divided_difference(points):
+    """f[t_0, ..., t_n] in float64 from (t, value) points, by its recursive definition."""
+    if len(points) == 1:
+        return points[0][1].double()
+    return ((_divided_difference(points[1:]) - _divided_difference(points[:-1]))
+            / (points[-1][0] - points[0][0]))
 
 
 def _cloned(output):

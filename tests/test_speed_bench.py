@@ -85,6 +85,21 @@ def test_free_tensors_flag_applies_to_every_row_and_the_rows_still_run(capsys):
     assert float(cells[9]) > 0, cells  # it forecast
 
 
+def test_adaptive_row_is_calibrated_to_the_fixed_schedules_count(capsys):
+    speed = _speed()
+    rc = speed.main(["--size", "tiny", "--steps", "12", "--repeats", "1", "--threads", "1",
+                     "--compiler", "eager", "--host-calls", "300",
+                     "--rows", "ts-N5-o2-block,ts-adaptive-o2-block"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = _table_rows(out)
+    # warm-up 3, then (s - 2) % 5 == 0: 0, 1, 2, 7; adaptive calibrated to the same count
+    assert rows["ts-N5-o2-block"][2] == rows["ts-adaptive-o2-block"][2] == "4/12", out
+    assert float(rows["ts-adaptive-o2-block"][9]) > 0, out  # it forecast
+    assert re.search(r"ts-adaptive-o2-block: tolerance [\d.e+-]+ computes 4 steps", out), out
+    assert re.search(r"ts-adaptive-o2-block: [\d.]+ us per call", out), out  # section (a)
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--rows", "eager,nope"], "unknown row(s) 'nope'"),
     (["--size", "huge"], "--size must be one of"),

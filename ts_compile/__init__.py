@@ -12,13 +12,13 @@
 from .api import branch, explain, generation, reset, stats
 from .deploy import ArtefactError, ExportedTaylorSeer, export, load
 from .module_guards import ModelEditedError, skip_module_guards
-from .options import OptionError, TaylorSeerOptions
+from .options import AdaptiveOptions, OptionError, TaylorSeerOptions
 from .schedule import computed_steps, flops_speedup, is_computed_step
 
-__all__ = ["ArtefactError", "ExportedTaylorSeer", "ModelEditedError", "OptionError",
-           "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps", "explain", "export",
-           "flops_speedup", "generation", "is_computed_step", "load", "reset", "skip_module_guards",
-           "stats"]
+__all__ = ["AdaptiveOptions", "ArtefactError", "ExportedTaylorSeer", "ModelEditedError",
+           "OptionError", "TaylorSeerBackend", "TaylorSeerOptions", "branch", "computed_steps",
+           "explain", "export", "flops_speedup", "generation", "is_computed_step", "load",
+           "reset", "skip_module_guards", "stats"]
 __version__ = "0.1.0"
 
 

@@ -77,6 +77,10 @@ def counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         kind: n - before["collectives_skipped_by_kind"].get(kind, 0)
         for kind, n in now["collectives_skipped_by_kind"].items()}
     later["fallbacks"] = now["fallbacks"][len(before["fallbacks"]):]
+    if now.get("adaptive") and before.get("adaptive"):  # its counters too; the steps are now's
+        later["adaptive"] = {**now["adaptive"], **{
+            key: now["adaptive"][key] - before["adaptive"][key]
+            for key in ("signal_reads", "syncs")}}
     went_down = [key for key in COUNTERS if later[key] < 0]
     if went_down or now["fallbacks"][:len(before["fallbacks"])] != before["fallbacks"]:
         raise ValueError(f"ts_compile.stats: since= is not an earlier stats() of this model "

@@ -275,6 +275,12 @@ def _check_request(format: str, options: TaylorSeerOptions | Mapping[str, Any] |
 
         onnx_programs.require_onnx()
     settings = TaylorSeerOptions.coerce(options)
+    if settings.adaptive is not None:
+        raise ArtefactError(
+            "ts_compile.export: option adaptive is not supported in artefacts (their compute "
+            "program has no norms output and the runner no adaptive decisions); export with "
+            "a fixed schedule instead: pick interval (or schedule=, e.g. the steps "
+            "stats(compiled)['adaptive']['last_generation'] lists) and drop adaptive.")
     options_to_json(settings)  # fails now if the options cannot be recorded
     return settings
 

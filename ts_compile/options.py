@@ -10,6 +10,7 @@ and config must be expressible inside ``options``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -43,6 +44,52 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 class OptionError(ValueError):
     """A TaylorSeer option has a value that is not allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveOptions:
+    """options.adaptive: computed steps chosen per step from the forecast's own error estimate
+    (`ts_compile.adaptive`) instead of `interval`.
+
+    tolerance:    compute when the estimated relative truncation error of the next forecast
+                  exceeds this (>= 0; 0: every step computed, inf: every max_interval-th).
+    min_interval: never compute again sooner than this many steps after a computed step (>= 1).
+    max_interval: always compute again this many steps after a computed step (>= min_interval).
+    """
+
+    tolerance: float = 0.05
+    min_interval: int = 1
+    max_interval: int = 8
+
+    def __post_init__(self) -> None:
+        tol = self.tolerance
+        if (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or math.isnan(float(tol))
+                or float(tol) < 0):
+            _fail("adaptive.tolerance", tol, "a float >= 0 (the relative truncation error "
+                  "that triggers a computed step, e.g. 0.05; float('inf') for every "
+                  "max_interval-th step)")
+        object.__setattr__(self, "tolerance", float(tol))
+        low = _check_int("adaptive.min_interval", self.min_interval, 1)
+        high = _check_int("adaptive.max_interval", self.max_interval, 1)
+        if high < low:
+            _fail("adaptive.max_interval", high, f"an int >= adaptive.min_interval={low}")
+        object.__setattr__(self, "min_interval", low)
+        object.__setattr__(self, "max_interval", high)
+
+    @classmethod
+    def coerce(cls, value: Any) -> AdaptiveOptions | None:
+        if value is None or isinstance(value, cls):
+            return value
+        allowed = ("None, or a dict with keys tolerance, min_interval, max_interval "
+                   "(e.g. {'tolerance': 0.05, 'min_interval': 1, 'max_interval': 8}) or a "
+                   "ts_compile.AdaptiveOptions")
+        if not isinstance(value, Mapping):
+            _fail("adaptive", value, allowed)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - fields, key=str)
+        if unknown:
+            _fail("adaptive", dict(value), f"{allowed}; unknown key(s) {unknown}")
+        return cls(**value)
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
@@ -104,6 +151,10 @@ class TaylorSeerOptions:
                 exact for any spacing). See docs/options.md for when to pick which.
     hermite_sigma: HiCache's contraction factor sigma in (0, 1] (default 0.5); only with
                 forecaster="hermite".
+    adaptive:   None (the default: the fixed schedule above), or the computed steps chosen per
+                step from the forecast's truncation-error estimate: an `AdaptiveOptions` or a
+                dict {"tolerance": 0.05, "min_interval": 1, "max_interval": 8}; replaces
+                `interval` (warmup, cooldown still apply); needs order >= 1, no `schedule`.
     preset:     the official code's settings for a model, "official-flux", "official-dit" or
                 "official-hunyuan" (see PRESETS); options given beside it win. Applied by
                 `from_compile_kwargs` / `from_preset`; on the dataclass it is a label.
@@ -126,6 +177,7 @@ class TaylorSeerOptions:
     recursion: Literal["plain", "official-flux"] = "plain"
     forecaster: Literal["taylor", "hermite", "newton"] = "taylor"
     hermite_sigma: float = HERMITE_SIGMA
+    adaptive: AdaptiveOptions | None = None
     preset: str | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +200,7 @@ class TaylorSeerOptions:
         if self.recursion not in RECURSIONS:
             _fail("recursion", self.recursion, ", ".join(map(repr, RECURSIONS)))
         self._check_forecaster()
+        self._check_adaptive()
         if self.preset is not None and self.preset not in PRESETS:
             _fail("preset", self.preset, ", ".join(map(repr, PRESETS)))
 
@@ -203,6 +256,18 @@ class TaylorSeerOptions:
             _fail("hermite_sigma", sigma, f"{HERMITE_SIGMA} (the default) unless "
                   "forecaster='hermite' (it is only used there)")
         object.__setattr__(self, "hermite_sigma", sigma)
+
+    def _check_adaptive(self) -> None:
+        adaptive = AdaptiveOptions.coerce(self.adaptive)
+        object.__setattr__(self, "adaptive", adaptive)
+        if adaptive is None:
+            return
+        if self.schedule is not None:
+            _fail("adaptive", adaptive, "None when a schedule is given (an explicit schedule "
+                  "fixes the computed steps; drop one of the two)")
+        if self.order == 0:
+            _fail("adaptive", adaptive, "None with order=0 (the error estimate is the highest "
+                  "Taylor row's term, and order 0 has no row beyond D_0); use order >= 1")
 
     def _check_schedule(self) -> None:
         steps = self.schedule
@@ -269,6 +334,11 @@ class TaylorSeerOptions:
                     inductor[inner] = _check_inductor_option(inner, inner_value, ours)
             else:
                 inductor[key] = _check_inductor_option(key, value, ours)
+        if settings.get("adaptive") is not None and "interval" in settings:
+            raise OptionError(
+                f"ts_compile: option 'interval'={settings['interval']!r} is unused with "
+                "adaptive (the steps are chosen by the error estimate); drop it, and bound the "
+                "gaps with adaptive's min_interval / max_interval.")
         if settings.get("preset") is not None:  # None: no preset (as an artefact records it)
             preset = settings["preset"]
             if preset not in PRESETS:

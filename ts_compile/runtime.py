@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .adaptive import Adaptive, adaptive_stats
 from .calling import StateLayout
 from .distributed import collective_stats
 from .lane import DEFAULT_CONTEXT, EVENTS, HOST_CLOCK, LATE_CLOCK, NO_CLOCK, Lane, current
@@ -132,6 +133,9 @@ class Controller:
             "nonfinite_computed_values": sum(computed for _, computed in nonfinite),
             # How calls were placed when the caller did not say (stepping.py), and mistakes seen.
             **{event: events[event] for event in EVENTS},
+            # options.adaptive: the steps it chose (None when off).
+            "adaptive": (None if self.options.adaptive is None else
+                         adaptive_stats(lanes, getattr(self._local, "lane", None))),
         }
 
 
@@ -211,6 +215,11 @@ class GraphRuntime:
         self.forecaster = Forecaster(self.options.forecaster, self.options.order,
                                      self.options.hermite_sigma, unit_time=time_index is not None)
         self.time_basis = self.forecaster.device_basis(device) if time_index is not None else None
+        # options.adaptive: the compute graph returns its rows' norms last (adaptive.py).
+        self.adaptive = (None if self.options.adaptive is None else
+                         Adaptive(self.options, self.forecaster, device, time_index is not None))
+        if self.adaptive is not None and self.sigma_table is not None:
+            self.adaptive.sigma_table = self.sigma_table.cpu()
         controller.adopt(self)
 
     @classmethod
@@ -310,7 +319,14 @@ class GraphRuntime:
         now = time_value(args[self.time_index], self.sigma_table).to(self.device) if in_time else None
         if state.filled == 0 and self.module_snapshot is not None:
             self._check_module_edits()
-        if state.filled == 0 or is_computed_step(step, self.options, lane.num_steps):
+        adaptive, host_time = self.adaptive, None
+        if adaptive is not None:  # the branch's decision (adaptive.py) instead of the schedule
+            if in_time and args[self.time_index].device.type == "cpu":  # free to read here
+                host_time = float(time_value(args[self.time_index], adaptive.sigma_table))
+            compute = adaptive.decide(branch, step, lane.num_steps, host_time, lane)
+        else:
+            compute = is_computed_step(step, self.options, lane.num_steps)
+        if state.filled == 0 or compute:
             # In sampler time the host writes unit steps; the device completes them (no sync).
             rows = orders_to_difference(state.filled, step, self.options.warmup,
                                         self.options.recursion)
@@ -320,6 +336,10 @@ class GraphRuntime:
                                   True, self.forecaster.kind, self.time_basis)
             out = self.compute_fn(*args, *state.inputs)  # calling.py's order
             state.record_computed(step, rows)
+            if adaptive is not None:  # its rows' norms come last: not the model's
+                out, norms = out[:-1], out[-1]
+                adaptive.receive(state, norms, host_time, lane)
+                adaptive.computed(branch, step)
             counts[0] += 1
             self.computed_steps += 1
         else:

@@ -18,6 +18,10 @@ def is_computed_step(step: int, options: TaylorSeerOptions, num_steps: int | Non
     `schedule` overrides all of that.
     """
     num_steps = options.num_steps if num_steps is None else num_steps
+    if options.adaptive is not None:
+        raise ValueError("ts_compile: with options.adaptive the computed steps are chosen while "
+                         "sampling, not known in advance; ts_compile.stats(compiled)['adaptive'] "
+                         "lists the steps a run chose.")
     if options.schedule is not None:
         return step in options.schedule
     if step < options.warmup:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy
 import torch
 
+from .adaptive import BranchSchedule
 from .calling import StateLayout
 from .passes import TaylorSeerGraphs
 from .analysis.regions import example_value
@@ -42,6 +43,8 @@ class TaylorState:
         self.node_times = torch.zeros(max(order, 1), dtype=torch.float32, device=device)
         self.time_exponents = torch.arange(order + 1, dtype=torch.float32, device=device)
         self._pinned = device.type == "cuda"
+        # options.adaptive: the norms of the rows the last computed step wrote (adaptive.py).
+        self.signal = None
         self.generation = -1  # the branch generation this state's history belongs to
         self.reset()
 
@@ -102,6 +105,7 @@ class Branch:
         self.latest: TaylorState | None = None
         self.step: int | None = None  # step of the current call
         self.previous_step: int | None = None  # step of the branch's call before it
+        self.schedule = BranchSchedule()  # options.adaptive: this branch's decisions
 
     def instance(self, key: int) -> Branch:
         """The branch of one module instance within this one, at this one's step."""

@@ -102,6 +102,12 @@ def updated_table(table: Sequence[torch.Tensor], feature: torch.Tensor,
     return [row.to(old.dtype) for row, old in zip(rows, table)]
 
 
+def row_norms(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of each row of a table (in float32), as one vector: what the compute graph
+    returns with options.adaptive (`ts_compile.adaptive`: the host's truncation estimate)."""
+    return torch.stack([torch.linalg.vector_norm(row.to(torch.float32)) for row in rows])
+
+
 def forecast_from_table(table: Sequence[torch.Tensor], scalars: torch.Tensor,
                         dtype: torch.dtype) -> torch.Tensor:
     """F_hat = sum_i c_i D_i, summed in order like the reference implementations, cast to `dtype`."""
@@ -298,6 +304,12 @@ class Forecaster:
         if found is None:
             found = self._forecasts[key] = self._forecast_scalars(step, nodes, filled)
         return found
+
+    def coefficients_at(self, at: float, nodes: Sequence[float], filled: int) -> list[float]:
+        """c_0..c_order at time `at` from computed times `nodes` (newest first), in any time
+        unit and without the cache (options.adaptive's estimate from host-side sampler times;
+        only for a forecaster made with unit_time=False)."""
+        return self._forecast_scalars(at, nodes, filled)[:self.order + 1]
 
     def _forecast_key(self, step: int, nodes: Sequence[int], filled: int) -> tuple:
         """What a forecast step's scalars depend on: the filled orders and the distances to the
