@@ -259,13 +259,25 @@ def _train_section(model: str) -> str:
         return "(no training record)\n"
     with open(path) as f:
         rec = json.load(f)
-    curve = rec["loss_curve"]
-    keep = [c for c in curve if c[0] % 100 == 0 or c[0] == curve[0][0] or c is curve[-1]]
-    cells = " | ".join(f"{s}: {l:.4f}" for s, l in keep)
-    return (f"Training: `python benchmarks/train_{model}.py` (seed {rec['seed']}, {rec['steps']} "
-            f"steps, batch {rec['batch']}, {rec['threads']} thread(s), {rec['parameters'] / 1e6:.2f} M "
-            f"parameters): {rec['train_seconds'] / 60:.1f} min wall, load average at the end "
-            f"{rec['load_at_end']}. Loss (mean over 50-step windows, by step): {cells}\n")
+    phases = []  # oldest first: a run started from a checkpoint keeps that run's log
+    while rec is not None:
+        phases.insert(0, rec)
+        rec = rec.get("previous")
+    out = []
+    for k, rec in enumerate(phases):
+        curve = rec["loss_curve"]
+        every = 100 if rec["steps"] <= 2000 else 1000
+        keep = [c for c in curve if c[0] % every == 0 or c[0] == curve[0][0] or c is curve[-1]]
+        cells = " | ".join(f"{s}: {l:.4f}" for s, l in keep)
+        flags = (" --init <phase 1's checkpoint>" if rec.get("init") else "") + (
+            " --lr-decay" if rec.get("lr_decay") else "")
+        out.append(f"Training{f' phase {k + 1}' if len(phases) > 1 else ''}: `python benchmarks/"
+                   f"train_{model}.py --steps {rec['steps']}{flags}` (seed {rec['seed']}, batch "
+                   f"{rec['batch']}, {rec['threads']} thread(s), "
+                   f"{rec['parameters'] / 1e6:.2f} M parameters): "
+                   f"{rec['train_seconds'] / 60:.1f} min wall, load average at the end "
+                   f"{rec['load_at_end']}. Loss (mean over 50-step windows, by step): {cells}\n")
+    return "\n".join(out)
 
 
 def render(all_results: dict, out: str, clf_info: dict, quick: bool = False) -> None:
