@@ -9,7 +9,9 @@ Sections (--sections, default both):
   perf     FLUX.1-dev widths at 1024x1024 in bf16: plain Inductor with and without CUDA graphs
            against taylorseer with mode="reduce-overhead": 50-step time, per-step latency of the
            compute and the forecast graph, peak memory, cudagraph-tree facts, host syncs per
-           step (benchmarks/gpu_perf.py does the work; --double/--single set the block counts).
+           step (benchmarks/gpu_perf.py does the work; --double/--single set the block counts);
+           then the same for forecaster="hermite", "newton" and options.adaptive (--variants):
+           their forecast step, and adaptive's computed steps, signal reads and syncs.
   export   the deployment artefact on the device: `ts_compile.export`, `ts_compile.load`, agreement
            with the Dynamo path at every step, per-step latency of the compute and forecast
            programs (benchmarks/export_bench.py does the work).
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perf-steps", type=int, default=50)
     parser.add_argument("--perf-repeat", type=int, default=3)
     parser.add_argument("--compiler", default="inductor", choices=("inductor", "eager"))
+    parser.add_argument("--variants", default="hermite,newton,adaptive",
+                        help="perf: more taylorseer rows (forecasters, adaptive steps); '' none")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - {"perf", "export"}
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== perf: FLUX-sized transformer, Inductor vs taylorseer (CUDA graphs on GPU) ==")
         gpu_perf.run(device, args.tiny, args.double, args.single, args.resolution,
                      args.text_tokens, args.perf_steps, args.perf_repeat, interval=5, order=2,
-                     compiler=args.compiler)
+                     compiler=args.compiler,
+                     variants=tuple(v for v in args.variants.split(",") if v))
     if "export" in sections:
         print("\n== export: AOTInductor artefact on the device ==")
         export_bench.run([m for m in args.models.split(",") if m], device, args.steps,

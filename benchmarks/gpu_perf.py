@@ -186,13 +186,45 @@ def _non_block_row(model, inputs, steps: int, repeat: int, device: str, compiler
     return statistics.median(row["per_call_ms"])
 
 
+def _taylorseer_row(model, inputs, steps: int, repeat: int, device: str, options: dict,
+                    floor: float, full: torch.Tensor | None) -> tuple[dict, dict, set[int]]:
+    """One taylorseer row: its generation, compute and forecast step latency (the steps it
+    computed: the schedule's, or those an adaptive row chose), state size, error vs `full`."""
+    ts = torch.compile(model, backend="taylorseer", options=options)
+    extra = ", ".join(f"{k}={v}" for k, v in options.items() if k in ("forecaster", "adaptive"))
+    label = (f"taylorseer N={options.get('interval', '-')} O={options['order']}"
+             + (f" {extra}" if extra else "")
+             + (" + CUDA graphs" if options.get("mode") == "reduce-overhead" else ""))
+    row = measure(label, ts, inputs, steps, repeat, device, reset=lambda: ts_compile.reset(ts))
+    stats = ts_compile.stats(ts)
+    if "adaptive" in options:  # the steps the timed (last) generation chose
+        schedule = set(next(iter(stats["adaptive"]["last_generation"].values())))
+        row["computed"] = len(schedule)
+    else:
+        schedule = set(computed_steps(ts_compile.TaylorSeerOptions(
+            interval=options["interval"], order=options["order"], warmup=3), steps))
+    calls = row["per_call_ms"]
+    row["compute step ms"] = statistics.median([calls[s] for s in sorted(schedule)])
+    forecast = [calls[s] for s in range(steps) if s not in schedule]
+    row["forecast step ms"] = statistics.median(forecast) if forecast else None
+    row["state GiB"] = stats["state_bytes"] / 2**30
+    if full is not None:
+        row["rel L2 vs Inductor"] = ((row["output"] - full).norm() / full.norm()).item()
+    if row["forecast step ms"] is not None:
+        row["forecast / non-block"] = row["forecast step ms"] / floor
+    return row, stats, schedule
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
 def run(device: str, tiny: bool, double: int, single: int, resolution: int, text_tokens: int,
-        steps: int, repeat: int, interval: int, order: int, compiler: str) -> list[dict]:
+        steps: int, repeat: int, interval: int, order: int, compiler: str,
+        variants: tuple[str, ...] = ()) -> list[dict]:
+    """The rows above; `variants`: more taylorseer rows, "hermite", "newton" (forecasters) and
+    "adaptive" (options.adaptive, tolerance 0.05, max interval 2 N)."""
     model, inputs, config = build(device, tiny, double, single, resolution, text_tokens)
     size = sum(p.numel() for p in model.parameters())
     print(f"model: FluxTransformer2DModel {'tiny' if tiny else 'FLUX.1-dev widths'}, "
@@ -213,24 +245,12 @@ def run(device: str, tiny: bool, double: int, single: int, resolution: int, text
     if cuda_graphs:
         options["mode"] = "reduce-overhead"
     before = _cudagraph_facts() if cuda_graphs else {}
-    ts = torch.compile(model, backend="taylorseer", options=options)
-    label = f"taylorseer N={interval} O={order}" + (" + CUDA graphs" if cuda_graphs else "")
-    row = measure(label, ts, inputs, steps, repeat, device, reset=lambda: ts_compile.reset(ts))
-    schedule = set(computed_steps(ts_compile.TaylorSeerOptions(
-        interval=interval, order=order, warmup=3), steps))
-    calls = row["per_call_ms"]
-    row["compute step ms"] = statistics.median([calls[s] for s in sorted(schedule)])
-    row["forecast step ms"] = statistics.median([calls[s] for s in range(steps)
-                                                 if s not in schedule])
-    stats = ts_compile.stats(ts)
-    row["state GiB"] = stats["state_bytes"] / 2**30
-    if rows:
-        full = rows[0]["output"]
-        row["rel L2 vs Inductor"] = ((row["output"] - full).norm() / full.norm()).item()
+    full = rows[0]["output"] if rows else None  # plain Inductor's output
+    row, stats, schedule = _taylorseer_row(model, inputs, steps, repeat, device, options, floor,
+                                           full)
     rows.append(row)
     for r in rows[:-1]:
         r["compute step ms"] = statistics.median(r["per_call_ms"])
-    row["forecast / non-block"] = row["forecast step ms"] / floor
     base = rows[0]["generation s"]
     for r in rows:
         r["speedup"] = base / r["generation s"]
@@ -238,17 +258,33 @@ def run(device: str, tiny: bool, double: int, single: int, resolution: int, text
         after = _cudagraph_facts()
         rows[-1].update({k: after[k] - before.get(k, 0) for k in after})
     flops_bound = steps / len(schedule)
+    # Issue #17's costs: the other forecasters' forecast step, and adaptive steps (its computed
+    # steps, signal reads and the syncs they took) against the fixed row above.
+    for variant in variants:
+        extra = ({"forecaster": variant} if variant != "adaptive" else
+                 {"adaptive": {"tolerance": 0.05, "min_interval": 1,
+                               "max_interval": 2 * interval}})
+        voptions = {**options, **extra}
+        if variant == "adaptive":  # adaptive chooses the steps: no interval beside it
+            del voptions["interval"]
+        vrow, vstats, _ = _taylorseer_row(model, inputs, steps, repeat, device, voptions,
+                                          floor, full)
+        vrow["speedup"] = base / vrow["generation s"]
+        if variant == "adaptive":
+            vrow.update({f"adaptive {k}": v for k, v in vstats["adaptive"].items()
+                         if k in ("signal_reads", "syncs")})
+        rows.append(vrow)
     print(tabulate([{k: v for k, v in r.items() if k not in ("per_call_ms", "output")}
                     for r in rows], headers="keys", floatfmt=".4g", missingval="-"))
     print(f"non-block step (the model with its block lists emptied, compiled like the "
           f"taylorseer row): {floor:.4g} ms; forecast step / non-block step "
           f"{row['forecast / non-block']:.2f} (goal <= 1.2)")
     print(f"computed steps {len(schedule)}/{steps}: FLOPs-bound speedup x{flops_bound:.2f}; "
-          f"efficiency (speedup / bound) {rows[-1]['speedup'] / flops_bound:.2f}; "
+          f"efficiency (speedup / bound) {row['speedup'] / flops_bound:.2f}; "
           f"stats: {stats['computed_steps']} computed, {stats['forecast_steps']} forecast calls, "
           f"{stats['recompiles']} recompiles, fallbacks {stats['fallbacks']}")
     if cuda_graphs:
         print("taylorseer row, cudagraph trees: "
-              + ", ".join(f"{k} {rows[-1][k]}" for k in after)
+              + ", ".join(f"{k} {row[k]}" for k in after)
               + " (expected: 2 functions, compute and forecast; 0 skips)")
     return rows

@@ -38,6 +38,9 @@ def test_gpu_check_perf_section_runs_on_cpu_at_tiny_size(capsys):
     assert "computed steps 4/12" in out and "12 computed, 24 forecast calls" in out
     assert "0 recompiles, fallbacks []" in out
     assert re.search(r"forecast step / non-block step [\d.]+ \(goal <= 1.2\)", out)
+    # issue #17's rows: each forecaster's and adaptive steps' costs beside the fixed row
+    assert "forecaster=hermite" in out and "forecaster=newton" in out
+    assert re.search(r"adaptive=\{'tolerance': 0.05.*", out)
 
 
 def test_gpu_check_rejects_unknown_sections():
