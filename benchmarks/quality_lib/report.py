@@ -99,12 +99,13 @@ def study_table(results: dict[str, Any]) -> str:
 STUDY_COLORS = {"fewer steps": (127, 127, 127), "FORA": (214, 39, 40),
                 "taylor": (255, 127, 14), "hermite": (44, 160, 44), "newton": (31, 119, 180),
                 "adaptive taylor": (255, 127, 14), "adaptive hermite": (44, 160, 44),
-                "adaptive newton": (31, 119, 180)}
+                "adaptive newton": (31, 119, 180), "adaptive taylor o1": (140, 86, 75)}
 
 
 def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[float, float]]]:
     """Per series, (FLOPs speedup, metric mean): fixed order-2 rows over N, adaptive rows over
-    tolerances, fewer steps; full compute is not drawn (PSNR inf)."""
+    tolerances (order 2, and order 1 apart), fewer steps; full compute is not drawn (PSNR
+    inf), nor are adaptive tolerances that computed every step."""
     series: dict[str, list[tuple[float, float]]] = {}
     for rid, r in results["rows"].items():
         if "error" in r:
@@ -114,6 +115,8 @@ def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[
         if math.isinf(value):
             continue
         pt = (r["flops_speedup"], value)
+        if pt[0] < 1.01:  # an adaptive tolerance that computed every step: full compute
+            continue
         if row["method"] == "steps":
             series.setdefault("fewer steps", []).append(pt)
         elif row["method"] == "forecaster" and row["order"] == 0:
@@ -121,7 +124,8 @@ def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[
         elif row["method"] == "forecaster" and row["order"] == 2:
             series.setdefault(row["forecaster"], []).append(pt)
         elif row["method"] == "adaptive":
-            series.setdefault(f"adaptive {row['forecaster']}", []).append(pt)
+            order = "" if row["order"] == 2 else f" o{row['order']}"
+            series.setdefault(f"adaptive {row['forecaster']}{order}", []).append(pt)
     return {k: sorted(v) for k, v in series.items()}
 
 
