@@ -67,7 +67,7 @@ def adaptive_options(tolerance, min_interval, max_interval):
 
 
 def lockstep(compiled, reference, x, times, order, time="step", tol=1e-5, check=True,
-             rate=0.3):
+             rate=0.3, clock=None):
     """Run both on the same inputs (the latent moves with the reference's output); compare
     every output with the Lebesgue-scaled bound of test_forecasters.run_against_reference.
     Returns the compiled outputs."""
@@ -77,7 +77,8 @@ def lockstep(compiled, reference, x, times, order, time="step", tol=1e-5, check=
             t = torch.tensor(t)
             got = compiled(x, t)
             expected = reference(x, t)
-            s = float(t) if time == "timestep" else float(step)
+            s = (clock(float(t)) if clock is not None else
+                 float(t) if time == "timestep" else float(step))
             if reference.computed_steps and reference.computed_steps[-1] == step:
                 nodes = (nodes + [s])[-(order + 1):]
             if check:
@@ -145,6 +146,40 @@ def test_adaptive_matches_reference_under_inductor():
                           adaptive=adaptive_options(tolerance, low, high))
     reference = reference_for(model, 2, "taylor", tolerance, low, high)
     lockstep(compiled, reference, make_inputs(SPEC), step_times(), 2, tol=1e-4)
+    assert clear_of(reference.estimates, tolerance)
+    chosen = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
+    assert chosen == reference.computed_steps
+    assert 2 < len(chosen) < STEPS  # the estimate decided both ways
+
+
+# Tolerances inside each forecaster's estimates here (taylor 0.055-0.2, newton 0.11-0.29 after
+# the first step), so that the estimate decides both ways.
+@pytest.mark.parametrize("forecaster, tolerance", [("taylor", 0.09), ("newton", 0.16)])
+def test_adaptive_matches_reference_in_sigma_time(forecaster, tolerance):
+    # time="sigma": the rows are in DDPM noise levels looked up from alphas_cumprod on the
+    # device; the host's estimate uses the same sigmas read from the CPU time input. The
+    # reference gets its sigmas from its own float64 transcription of the DDPM formula.
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    timesteps = [999 - 70 * k for k in range(STEPS)]  # DDIM-like, decreasing
+
+    def sigma_of(t: float) -> float:
+        a = float(abar[int(round(t))])
+        return math.sqrt((1 - a) / a)
+
+    model = build_model(SPEC)
+    low, high = 1, 6
+    compiled = compile_ts(model, order=2, forecaster=forecaster, time="sigma", time_input="t",
+                          alphas_cumprod=abar.tolist(),
+                          adaptive=adaptive_options(tolerance, low, high))
+    paths = block_paths(SPEC)
+    reference = EagerTaylorSeer(model, paths, 2, None,
+                                time_of=lambda args, kwargs: sigma_of(float(args[1])),
+                                forecaster=forecaster,
+                                adaptive=adaptive_schedule(tolerance, low, high, 1, 0, None),
+                                estimate_paths=paths[-1:])
+    lockstep(compiled, reference, make_inputs(SPEC), [float(t) for t in timesteps], 2,
+             tol=1e-4, clock=sigma_of)
     assert clear_of(reference.estimates, tolerance)
     chosen = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
     assert chosen == reference.computed_steps
