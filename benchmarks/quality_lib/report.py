@@ -33,8 +33,7 @@ def table(results: dict[str, Any], methods: tuple[str, ...] | None = None,
     from tabulate import tabulate
 
     rows = results["rows"]
-    full = rows.get("full")
-    full_fd = {p["seed"]: p["fd"] for p in full["per_seed"]} if full and "per_seed" in full else {}
+    full_fd = _full_fd(rows)
     lines = []
     for rid, r in rows.items():
         if "error" in r:
@@ -74,8 +73,7 @@ def study_table(results: dict[str, Any]) -> str:
     from tabulate import tabulate
 
     rows = results["rows"]
-    full = rows.get("full")
-    full_fd = {p["seed"]: p["fd"] for p in full["per_seed"]} if full and "per_seed" in full else {}
+    full_fd = _full_fd(rows)
     lines = []
     for rid, r in rows.items():
         if "error" in r:
@@ -192,6 +190,12 @@ def pareto_figure(results: dict[str, Any], path: str, title: str) -> None:
             d.ellipse([x + 11, y + 3, x + 19, y + 11], fill=color)
         d.text((x + 36, y), name, fill="black", font=small)
     img.save(path)
+
+
+def _full_fd(rows: dict[str, Any]) -> dict[int, float]:
+    """Full compute's FD per seed (what the ΔFD column pairs each row with)."""
+    full = rows.get("full")
+    return {p["seed"]: p["fd"] for p in full["per_seed"]} if full and "per_seed" in full else {}
 
 
 def _delta(r: dict[str, Any], full_fd: dict[int, float]) -> str:
