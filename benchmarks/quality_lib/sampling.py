@@ -55,9 +55,8 @@ class DitTask(Task):
         self.model = model
         self.guidance = guidance
         # clip_sample=False as DiT's sample.py (clip_denoised=False): diffusers' default x0
-        # clipping leaves a grey haze over the background at 50 steps (FD 7.9 against 4.8
-        # unclipped at 200 samples, 8000 training steps), which fewer steps hide; FD then ranked
-        # 10 steps above 50.
+        # clipping left a grey haze over the background at 50 steps, which fewer steps hide; FD
+        # then ranked 10 steps above 50.
         self.scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear",
                                        clip_sample=False)
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
