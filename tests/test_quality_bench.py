@@ -193,3 +193,23 @@ def test_forecaster_study_runs_its_rows_and_renders_its_own_section(tmp_path):
     text = doc.read_text()
     assert text.count(quality.STUDY_BEGIN) == 1 and "\nmain\n" in text
     assert "newton-N5-o2-w1" in text and (tmp_path / "img" / "quality_dit_pareto.png").exists()
+
+
+def test_adaptive_bounds_grid_keeps_its_bounds(tmp_path):
+    # The committed DiT, 2 digits: every adaptive setting's chosen steps start at 0 and keep
+    # the gaps within [min_interval, max_interval]; the fixed default computes its 10 steps.
+    import adaptive_bounds
+
+    args = ["--models", "dit", "--samples", "2", "--orders", "1", "--min", "5", "--max", "8",
+            "--out", str(tmp_path)]
+    assert adaptive_bounds.main(args) == 0
+    with open(tmp_path / "adaptive_bounds_dit.json") as f:
+        result = json.load(f)
+    rows = result["rows"]
+    assert len(rows) == len(adaptive_bounds.TOLERANCES[1]) + 1 and result["seed"] == 7
+    for row in rows[:-1]:
+        steps = row["steps"]
+        gaps = [b - a for a, b in zip(steps, steps[1:])]
+        assert steps[0] == 0 and all(5 <= g <= 8 for g in gaps), steps
+        assert row["computed"] == len(steps) and 50 - steps[-1] <= 8  # max_interval to the end
+    assert rows[-1]["steps"] is None and rows[-1]["computed"] == 10
