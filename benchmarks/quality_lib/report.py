@@ -80,8 +80,8 @@ def study_table(results: dict[str, Any]) -> str:
             continue
         row, s = r["row"], summarize(r)
         adaptive = row.get("adaptive")
-        schedule = (f"tol {adaptive['tolerance']:g}, max {adaptive['max_interval']}" if adaptive
-                    else f"N {row['interval']}, w {row['warmup']}" if row["interval"] else "-")
+        schedule = (f"tol {adaptive['tolerance']:g}, min {adaptive['min_interval']}, "
+                    f"max {adaptive['max_interval']}" if adaptive else f"N {row['interval']}, w {row['warmup']}" if row["interval"] else "-")
         label = rid + ("" if r["schedule_ok"] else " (schedule mismatch!)")
         lines.append((r["flops_speedup"], [
             label, row.get("forecaster") or "-", "-" if row["order"] is None else row["order"],
@@ -97,13 +97,15 @@ def study_table(results: dict[str, Any]) -> str:
 STUDY_COLORS = {"fewer steps": (127, 127, 127), "FORA": (214, 39, 40),
                 "taylor": (255, 127, 14), "hermite": (44, 160, 44), "newton": (31, 119, 180),
                 "adaptive taylor": (255, 127, 14), "adaptive hermite": (44, 160, 44),
-                "adaptive newton": (31, 119, 180), "adaptive taylor o1": (140, 86, 75)}
+                "adaptive newton": (31, 119, 180), "adaptive taylor o1": (140, 86, 75),
+                "adaptive taylor min5": (148, 103, 189),
+                "adaptive taylor o1 min5": (227, 119, 194)}
 
 
 def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[float, float]]]:
     """Per series, (FLOPs speedup, metric mean): fixed order-2 rows over N, adaptive rows over
-    tolerances (order 2, and order 1 apart), fewer steps; full compute is not drawn (PSNR
-    inf), nor are adaptive tolerances that computed every step."""
+    tolerances (order 2, order 1 and each min_interval apart), fewer steps; full compute is not
+    drawn (PSNR inf), nor are adaptive tolerances that computed every step."""
     series: dict[str, list[tuple[float, float]]] = {}
     for rid, r in results["rows"].items():
         if "error" in r:
@@ -123,14 +125,29 @@ def _study_series(results: dict[str, Any], metric: str) -> dict[str, list[tuple[
             series.setdefault(row["forecaster"], []).append(pt)
         elif row["method"] == "adaptive":
             order = "" if row["order"] == 2 else f" o{row['order']}"
-            series.setdefault(f"adaptive {row['forecaster']}{order}", []).append(pt)
+            low = row["adaptive"]["min_interval"]
+            bounded = "" if low == 1 else f" min{low}"
+            series.setdefault(f"adaptive {row['forecaster']}{order}{bounded}", []).append(pt)
     return {k: sorted(v) for k, v in series.items()}
+
+
+def _best_per_speedup(points: list[tuple[float, float]], higher: bool
+                      ) -> list[tuple[float, float]]:
+    """A series' line: its best value at each FLOPs speedup (several adaptive tolerances can
+    compute the same steps' count: one marker each, one point on the line)."""
+    best: dict[float, float] = {}
+    for x, y in points:
+        key = round(x, 2)
+        if key not in best or (y > best[key] if higher else y < best[key]):
+            best[key] = y
+    return sorted(best.items())
 
 
 def pareto_figure(results: dict[str, Any], path: str, title: str) -> None:
     """Two panels, quality against FLOPs speedup: PSNR vs full compute (higher is better) and
     Fréchet distance to real digits (lower is better). Fixed schedules: circles on solid lines;
-    adaptive: squares on dashed lines; fewer steps: grey dashes."""
+    adaptive: squares on dashed lines through each speedup's best tolerance; fewer steps: grey
+    dashes."""
     from PIL import Image, ImageDraw
 
     panels = [("psnr", "PSNR vs full compute, dB (higher = better)"),
@@ -167,8 +184,9 @@ def pareto_figure(results: dict[str, Any], path: str, title: str) -> None:
         for name, p in series.items():
             color = STUDY_COLORS.get(name, (0, 0, 0))
             xy = [(sx(a), sy(b)) for a, b in p]
+            line = [(sx(a), sy(b)) for a, b in _best_per_speedup(p, higher=metric == "psnr")]
             dashed = name == "fewer steps" or name.startswith("adaptive")
-            for a, b in zip(xy, xy[1:]):
+            for a, b in zip(line, line[1:]):
                 if dashed:
                     _dashed(d, a, b, color)
                 else:

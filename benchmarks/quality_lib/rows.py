@@ -64,11 +64,12 @@ def forecaster_row(forecaster: str, order: int, n: int, warmup: int = 1) -> Row:
 
 
 def adaptive_row(forecaster: str, order: int, tolerance: float, max_interval: int,
-                 warmup: int = 1) -> Row:
+                 warmup: int = 1, min_interval: int = 1) -> Row:
     """Steps chosen per generation by the forecast's truncation-error estimate."""
-    rid = f"adaptive-{forecaster}-o{order}-tol{tolerance:g}-max{max_interval}"
+    low = "" if min_interval == 1 else f"-min{min_interval}"
+    rid = f"adaptive-{forecaster}-o{order}-tol{tolerance:g}{low}-max{max_interval}"
     return Row(rid, "adaptive", "block", None, order, warmup, forecaster=forecaster,
-               adaptive={"tolerance": tolerance, "min_interval": 1,
+               adaptive={"tolerance": tolerance, "min_interval": min_interval,
                          "max_interval": max_interval})
 
 
@@ -77,6 +78,11 @@ def adaptive_row(forecaster: str, order: int, tolerance: float, max_interval: in
 ADAPTIVE_TOLERANCES = (0.02, 0.05, 0.07, 0.1, 0.14, 0.2, 0.4)
 # order 1's estimate (one order lower) is larger at the same step: its sweep goes further up
 ORDER1_TOLERANCES = (0.05, 0.07, 0.1, 0.14, 0.17, 0.2, 0.24, 0.28, 0.34, 0.4)
+# Bounded gaps: min_interval 1 spends a computed step right after the first one (one row: the
+# estimate is 1), and long gaps late in sampling cost most; min 5 / max 8 was picked with
+# benchmarks/adaptive_bounds.py (seed 7, 100 samples, both models, min 4-6 x max 7-9).
+BOUNDED = (5, 8)
+BOUNDED_TOLERANCES = {1: (0.1, 0.12, 0.14, 0.17, 0.2, 0.24, 0.28), 2: (0.03, 0.05, 0.07, 0.1)}
 
 
 def study_rows(model: str, adaptive: bool = True) -> list[Row]:
@@ -95,6 +101,10 @@ def study_rows(model: str, adaptive: bool = True) -> list[Row]:
         # (benchmarks/adaptive_signal.py)
         for tol in ORDER1_TOLERANCES:
             rows.append(adaptive_row("taylor", 1, tol, 10))
+        for order, tolerances in BOUNDED_TOLERANCES.items():
+            for tol in tolerances:
+                rows.append(adaptive_row("taylor", order, tol, BOUNDED[1],
+                                         min_interval=BOUNDED[0]))
     return rows
 
 
