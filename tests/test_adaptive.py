@@ -408,7 +408,10 @@ def test_bad_adaptive_options(options, names, allowed):
 
 def test_adaptive_options_forms():
     opts = TaylorSeerOptions.from_compile_kwargs(options={"adaptive": {"tolerance": 1}})
-    assert opts.adaptive == AdaptiveOptions(tolerance=1.0, min_interval=1, max_interval=8)
+    assert opts.adaptive == AdaptiveOptions(tolerance=1.0, min_interval=5, max_interval=8)
+    # min_interval's default (5) gives way to a smaller max_interval instead of refusing it
+    assert AdaptiveOptions(max_interval=3) == AdaptiveOptions(0.05, 3, 3)
+    assert AdaptiveOptions(max_interval=12).min_interval == 5
     assert TaylorSeerOptions().adaptive is None
     assert TaylorSeerOptions(adaptive=AdaptiveOptions(0.1, 2, 4)).adaptive.max_interval == 4
 

@@ -46,19 +46,26 @@ class OptionError(ValueError):
     """A TaylorSeer option has a value that is not allowed."""
 
 
+DEFAULT_MIN_INTERVAL = 5  # AdaptiveOptions.min_interval when not given (capped by max_interval)
+
+
 @dataclasses.dataclass(frozen=True)
 class AdaptiveOptions:
     """options.adaptive: computed steps chosen per step from the forecast's own error estimate
     (`ts_compile.adaptive`) instead of `interval`.
 
     tolerance:    compute when the estimated relative truncation error of the next forecast
-                  exceeds this (>= 0; 0: every step computed, inf: every max_interval-th).
-    min_interval: never compute again sooner than this many steps after a computed step (>= 1).
+                  exceeds this (>= 0; 0: every min_interval-th step, inf: every max_interval-th).
+    min_interval: never compute again sooner than this many steps after a computed step (>= 1;
+                  None: the smaller of 5 and max_interval). 5 as the fixed schedule's interval:
+                  with 1, the step after the first computed one is always computed too (one
+                  row: the estimate is 1), and in the quality study min 5 / max 8 beat min 1 /
+                  max 10 on both models (docs/quality.md).
     max_interval: always compute again this many steps after a computed step (>= min_interval).
     """
 
     tolerance: float = 0.05
-    min_interval: int = 1
+    min_interval: int | None = None
     max_interval: int = 8
 
     def __post_init__(self) -> None:
@@ -69,8 +76,9 @@ class AdaptiveOptions:
                   "that triggers a computed step, e.g. 0.05; float('inf') for every "
                   "max_interval-th step)")
         object.__setattr__(self, "tolerance", float(tol))
-        low = _check_int("adaptive.min_interval", self.min_interval, 1)
         high = _check_int("adaptive.max_interval", self.max_interval, 1)
+        low = (min(DEFAULT_MIN_INTERVAL, high) if self.min_interval is None
+               else _check_int("adaptive.min_interval", self.min_interval, 1))
         if high < low:
             _fail("adaptive.max_interval", high, f"an int >= adaptive.min_interval={low}")
         object.__setattr__(self, "min_interval", low)
@@ -81,7 +89,7 @@ class AdaptiveOptions:
         if value is None or isinstance(value, cls):
             return value
         allowed = ("None, or a dict with keys tolerance, min_interval, max_interval "
-                   "(e.g. {'tolerance': 0.05, 'min_interval': 1, 'max_interval': 8}) or a "
+                   "(e.g. {'tolerance': 0.05, 'min_interval': 5, 'max_interval': 8}) or a "
                    "ts_compile.AdaptiveOptions")
         if not isinstance(value, Mapping):
             _fail("adaptive", value, allowed)
@@ -153,7 +161,7 @@ class TaylorSeerOptions:
                 forecaster="hermite".
     adaptive:   None (the default: the fixed schedule above), or the computed steps chosen per
                 step from the forecast's truncation-error estimate: an `AdaptiveOptions` or a
-                dict {"tolerance": 0.05, "min_interval": 1, "max_interval": 8}; replaces
+                dict {"tolerance": 0.05, "min_interval": 5, "max_interval": 8}; replaces
                 `interval` (warmup, cooldown still apply); needs order >= 1, no `schedule`.
     preset:     the official code's settings for a model, "official-flux", "official-dit" or
                 "official-hunyuan" (see PRESETS); options given beside it win. Applied by
