@@ -36,6 +36,11 @@ Variants (--variants, comma-separated):
   cpp-wrapper          Inductor cpp_wrapper=True (the graphs' wrapper in C++, both models)
   state-bf16, order-0, order-1   the taylorseer model only: a bfloat16 state, order 0 or 1
                        instead of 2 (what reading the state costs a forecast step)
+  heap-malloc          glibc malloc keeps large blocks on its heap (the child process's
+                       environment: MALLOC_MMAP_THRESHOLD_ 32 MiB, the most glibc takes, and
+                       trim threshold / top pad 1 GiB): by default every tensor over the dynamic
+                       mmap threshold is mapped fresh (page faults on first touch) and unmapped
+                       when freed, both models alike
   ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
 """
 
@@ -60,7 +65,10 @@ sys.path.insert(0, HERE)
 LEVERS = ("default", "ts-module-guards", "skip-module-guards", "keep-param-guards",
           "recursive-dict-tags",
           "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval", "cpp-wrapper",
-          "state-bf16", "order-0", "order-1")
+          "state-bf16", "order-0", "order-1", "heap-malloc")
+# heap-malloc: read by glibc at process start, so set in the child's environment, not in-process
+HEAP_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                   "MALLOC_TOP_PAD_": str(1 << 30)}
 DEFAULT_VARIANTS = [*LEVERS, "ts-module-guards+no-size-asserts"]
 STEPS = 50
 
@@ -298,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--size", args.size,
                "--repeats", str(args.repeats), "--threads", str(args.threads),
                "--compiler", args.compiler]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache))
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        if "heap-malloc" in variant.split("+"):
+            env.update(HEAP_MALLOC_ENV)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -181,6 +181,7 @@ class Row:
         self.first_s = 0.0
         self.times: list[float] = []
         self.call_times: list[float] = []  # per generation: its model calls only (no sampler)
+        self.step_times: list[list[float]] = []  # per generation: each call's time
         self.compute_step: list[float] = []
         self.forecast_step: list[float] = []
         self.graph_breaks = 0
@@ -490,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="set torch._dynamo.config.install_free_tensors = True for every "
                              "row: parameters become graph attributes, not graph inputs "
                              "(process-wide; docs/performance.md, \"Call overhead\")")
+    parser.add_argument("--per-step", action="store_true",
+                        help="also print each step's median time per row (which steps a "
+                             "generation's time goes to) and the floor bound from those medians")
     parser.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     try:
         args = parser.parse_args(argv)
@@ -554,6 +558,8 @@ def run(args, keys: list[str]) -> int:
     load_after = os.getloadavg()
     _read_counts(rows, ts_before, args.repeats, notes)
     _print_table(args, rows, by_key, floor_row, flops)
+    if args.per_step:
+        print_per_step(rows, by_key.get("inductor"), floor_row, args.steps)
     if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
         a, b = references["ts-dsched-o2-block"], references["diffusers-eager"]
         print(f"ts-dsched-o2-block vs diffusers-eager final latents: max |diff| "
@@ -565,6 +571,35 @@ def run(args, keys: list[str]) -> int:
     for note in notes:
         print("note:", note)
     return 0
+
+
+def print_per_step(rows: list[Row], inductor: Row | None, floor_row: Row | None,
+                   steps: int) -> None:
+    """Median time of each step index per row (C: a computed step of that row), and per row
+    the floor bound built from the same per-step medians: plain Inductor's step k where the row
+    computes, the non-block step k where it does not."""
+    from tabulate import tabulate
+
+    def per_step(row: Row) -> list[float]:
+        return [median(g[k] for g in row.step_times) * 1e3 for k in range(steps)]
+
+    cols = [r for r in rows if r.step_times] + ([floor_row] if floor_row else [])
+    meds = {r.key: per_step(r) for r in cols}
+    table = [[k] + [f"{meds[r.key][k]:.3f}" + (" C" if r.kind != "floor" and k in r.schedule
+                                               else "") for r in cols] for k in range(steps)]
+    print("\nper step, median ms over the timed generations (C: computed by that row):")
+    print(tabulate(table, headers=["step"] + [r.key for r in cols], tablefmt="github",
+                   disable_numparse=True))
+    if inductor is None or floor_row is None:
+        return
+    full, bare = meds[inductor.key], meds[floor_row.key]
+    for r in rows:
+        if r.kind not in ("ts", "diffusers", "cachedit") or not r.step_times:
+            continue
+        bound = sum(full[k] if k in r.schedule else bare[k] for k in range(steps))
+        total = sum(meds[r.key])
+        print(f"{r.key}: sum of per-step medians {total:.2f} ms, floor bound from the same "
+              f"medians {bound:.2f} ms: {bound / total:.2f} of the floor")
 
 
 def _print_setup(args, model, load_before: tuple[float, float, float]) -> None:
@@ -662,6 +697,7 @@ def _timed_generations(rows: list[Row], noise, inputs, steps: int,
             x = sample(row.call, noise, inputs, steps, step_times)
             row.times.append(time.perf_counter() - t0)
             row.call_times.append(sum(step_times))
+            row.step_times.append(step_times)
             row.frames_later += counters["frames"]["ok"] - f0
             if rep == 0 and rss_ok:
                 row.peak_rss_mib = (_proc_kib("VmHWM") - rss0) / 1024

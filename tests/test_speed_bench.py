@@ -67,6 +67,32 @@ def test_tiny_run_prints_the_table(capsys):
     assert "== (d) Taylor state for FLUX.1-dev" in out and "0.141 GiB" in out
 
 
+def test_per_step_table_marks_the_computed_steps_and_bounds_from_its_medians(capsys):
+    speed = _speed()
+    rc = speed.main(["--size", "tiny", "--steps", "6", "--repeats", "2", "--threads", "1",
+                     "--compiler", "eager", "--host-calls", "300", "--rows", "ts-N3-o1-block",
+                     "--no-compile-probe", "--per-step"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    part = out.split("per step, median ms")[1]
+    lines = [ln for ln in part.splitlines() if re.match(r"\| \d+ ", ln)]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    assert [int(c[0]) for c in cells] == list(range(6)), part
+    header = [c.strip() for c in part.splitlines()[1].strip("|").split("|")]
+    assert header == ["step", "inductor", "ts-N3-o1-block", "non-block"], header
+    ts = [c[2] for c in cells]
+    assert [k for k, c in enumerate(ts) if c.endswith(" C")] == [0, 1, 2, 5], ts  # warm-up 3
+    assert all(c[1].endswith(" C") and not c[3].endswith(" C") for c in cells)
+    ms = lambda cell: float(cell.split()[0])  # noqa: E731
+    total = sum(ms(c[2]) for c in cells)
+    bound = sum(ms(c[1]) if k in (0, 1, 2, 5) else ms(c[3]) for k, c in enumerate(cells))
+    found = re.search(r"ts-N3-o1-block: sum of per-step medians ([\d.]+) ms, floor bound from "
+                      r"the same medians ([\d.]+) ms: ([\d.]+) of the floor", part)
+    assert found, part
+    assert abs(float(found[1]) - total) < 0.02 and abs(float(found[2]) - bound) < 0.02, part
+    assert abs(float(found[3]) - bound / total) < 0.02, part
+
+
 def test_free_tensors_flag_applies_to_every_row_and_the_rows_still_run(capsys):
     import torch
 
@@ -134,11 +160,11 @@ def test_call_overhead_table_has_a_row_per_variant(capsys):
         "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--variants", "default,skip-module-guards", "--compiler", "eager",
-                        "--repeats", "1"]) == 0
+    assert module.main(["--variants", "default,skip-module-guards+heap-malloc", "--compiler",
+                        "eager", "--repeats", "1"]) == 0
     rows = _table_rows(capsys.readouterr().out)
     rows.pop("variant")  # the header
-    assert set(rows) == {"default", "skip-module-guards"}, rows
+    assert set(rows) == {"default", "skip-module-guards+heap-malloc"}, rows
     for cells in rows.values():
         forecast, graph = map(float, cells[1:3])
         in_situ, after_computed = map(float, re.fullmatch(r"(\d+) \((\d+)\)", cells[3]).groups())
