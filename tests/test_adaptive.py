@@ -9,7 +9,6 @@ two calls, threads, graph breaks, stats, option errors and the refused export.""
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from .conftest import compile_ts
 from .models import ModelSpec, build_model, block_paths, make_inputs
 from .reference import EagerTaylorSeer, adaptive_schedule
 from .test_forecasters import lebesgue_sum
+from .turns import take_turns
 
 SPEC = ModelSpec(width=8, lists=(3,), pre_op=True, post_op=True, seed=3)
 STEPS = 14
@@ -285,33 +285,19 @@ def test_threads_decide_for_themselves():
     with torch.no_grad():
         compiled(make_inputs(SPEC), torch.tensor(1.0))  # compile first (one thread)
     ts_compile.reset(compiled)
-    turn = [threading.Semaphore(1), threading.Semaphore(0)]  # strict alternation
-    chosen, errors = {}, []
+    chosen = {}
     rates = (0.3, 1.5)  # how far each thread's latent moves per step
 
-    def worker(k):
-        try:
-            x = make_inputs(SPEC)
-            with torch.no_grad():
-                for t in step_times():
-                    if not turn[k].acquire(timeout=120) or errors:
-                        return
-                    try:
-                        out = compiled(x, torch.tensor(t))
-                    finally:
-                        turn[1 - k].release()
-                    x = x - rates[k] * out
-            # the calling thread's own schedule
-            chosen[k] = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
+    def worker(k, in_turn):
+        x = make_inputs(SPEC)
+        with torch.no_grad():
+            for t in step_times():
+                out = in_turn(lambda: compiled(x, torch.tensor(t)))
+                x = x - rates[k] * out
+        # the calling thread's own schedule
+        chosen[k] = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    take_turns(lambda in_turn: worker(0, in_turn), lambda in_turn: worker(1, in_turn))
     expected = []
     for k in (0, 1):
         reference = reference_for(model, 2, "taylor", 0.02, 1, 6)

@@ -9,7 +9,6 @@ and two conditionings.
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import pytest
@@ -24,6 +23,7 @@ from ts_compile.lane import LATE_CLOCK
 from .conftest import backend_kwargs, compile_ts
 from .models import ModelSpec, block_paths, build_model, make_inputs
 from .reference import EagerTaylorSeer, official_schedule
+from .turns import take_turns
 
 SPEC = ModelSpec(width=8, lists=(2, 2), pre_op=True, post_op=True, seed=5)
 ORDER, INTERVAL, WARMUP = 2, 3, 1
@@ -253,32 +253,18 @@ def test_threads_keep_their_own_generation():
     with torch.no_grad():
         compiled(make_inputs(SPEC), torch.tensor(1.0))  # compile first (one thread)
     ts_compile.reset(compiled)
-    turn = [threading.Semaphore(1), threading.Semaphore(0)]  # strict alternation A, B, A, B
-    calls, errors = {0: [], 1: []}, []
+    calls = {0: [], 1: []}
 
-    def worker(k):
-        try:
-            x = make_inputs(SPEC) * (1 + k)
-            with torch.no_grad():
-                for t in times(steps):
-                    if not turn[k].acquire(timeout=120) or errors:
-                        return
-                    t = torch.tensor(t + 0.01 * k)
-                    try:
-                        out = compiled(x, t)
-                    finally:
-                        turn[1 - k].release()
-                    calls[k].append((x, t, out))
-                    x = x - 0.05 * out
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
+    def worker(k, in_turn):  # strict alternation A, B, A, B
+        x = make_inputs(SPEC) * (1 + k)
+        with torch.no_grad():
+            for t in times(steps):
+                t = torch.tensor(t + 0.01 * k)
+                out = in_turn(lambda: compiled(x, t))
+                calls[k].append((x, t, out))
+                x = x - 0.05 * out
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    take_turns(lambda in_turn: worker(0, in_turn), lambda in_turn: worker(1, in_turn))
     for k in (0, 1):  # the reference runs the model's modules: one thread at a time
         ref = EagerTaylorSeer(model, block_paths(SPEC), ORDER, official_schedule(WARMUP, INTERVAL))
         assert len(calls[k]) == steps
