@@ -60,7 +60,7 @@ class AdaptiveOptions:
                   None: the smaller of 5 and max_interval). 5 as the fixed schedule's interval:
                   with 1, the step after the first computed one is always computed too (one
                   row: the estimate is 1), and in the quality study min 5 / max 8 beat min 1 /
-                  max 10 on both models (docs/quality.md).
+                  max 10 at 6x and beyond on both models (docs/quality.md).
     max_interval: always compute again this many steps after a computed step (>= min_interval).
     """
 

@@ -80,8 +80,11 @@ def study_table(results: dict[str, Any]) -> str:
             continue
         row, s = r["row"], summarize(r)
         adaptive = row.get("adaptive")
-        schedule = (f"tol {adaptive['tolerance']:g}, min {adaptive['min_interval']}, "
-                    f"max {adaptive['max_interval']}" if adaptive else f"N {row['interval']}, w {row['warmup']}" if row["interval"] else "-")
+        if adaptive:
+            schedule = (f"tol {adaptive['tolerance']:g}, min {adaptive['min_interval']}, "
+                        f"max {adaptive['max_interval']}")
+        else:
+            schedule = f"N {row['interval']}, w {row['warmup']}" if row["interval"] else "-"
         label = rid + ("" if r["schedule_ok"] else " (schedule mismatch!)")
         lines.append((r["flops_speedup"], [
             label, row.get("forecaster") or "-", "-" if row["order"] is None else row["order"],
