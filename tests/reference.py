@@ -99,7 +99,10 @@ def adaptive_schedule(
     Step ``s`` is computed iff nothing was computed yet, ``s < warmup``, ``s``
     is one of the last ``cooldown`` of ``num_steps``, ``s - last >= max_interval``,
     or ``s - last >= min_interval`` and the truncation estimate at ``s`` is not
-    ``<= tolerance``.  The estimate, from this module's own tables in float64:
+    ``<= tolerance``.  With ``num_steps`` given, no cooldown and step time, the
+    last step ``n - 1`` is decided at ``n - 2``: if that rule computes ``n - 1``
+    (with ``last`` as at ``n - 2``), ``n - 2`` is computed instead and ``n - 1``
+    forecast.  The estimate, from this module's own tables in float64:
     the max over listed modules and outputs of ``||D_k|| * |c_k(s)| / ||D_0||``,
     ``k`` the highest entry of the table and ``c_k`` the forecast's coefficient
     of it (for ``"newton"``: ``D_k`` the divided difference over the last
@@ -182,6 +185,7 @@ class EagerTaylorSeer:
         self.step: int = 0
         # adaptive: (step, estimate) of every step the estimate decided
         self.estimates: List[tuple] = []
+        self.last_moved = False  # adaptive: the last step's compute taken one step early
 
     # ------------------------------------------------------------------ #
     # helpers
@@ -277,8 +281,22 @@ class EagerTaylorSeer:
         a = self.adaptive
         if self.last_computed is None or s < a["warmup"]:
             return True
-        if a["num_steps"] is not None and s >= a["num_steps"] - a["cooldown"]:
+        n = a["num_steps"]
+        if n is not None and s >= n - a["cooldown"]:
             return True
+        # step time, a known length, no cooldown: the last step is decided one step early
+        ahead = n is not None and not a["cooldown"] and self.time_of is None
+        if ahead and s == n - 1 and self.last_moved and self.last_computed == s - 1:
+            return False
+        if self._interval_rule(s, tau):
+            return True
+        if ahead and s == n - 2 and self._interval_rule(n - 1, float(n - 1)):
+            self.last_moved = True
+            return True
+        return False
+
+    def _interval_rule(self, s: int, tau: float) -> bool:
+        a = self.adaptive
         gap = s - self.last_computed
         if gap >= a["max_interval"]:
             return True

@@ -107,14 +107,17 @@ tolerances = st.one_of(st.just(0.0), st.just(math.inf),
 @COMPILED
 @given(order=st.integers(1, 4), tolerance=tolerances, min_interval=st.integers(1, 3),
        extra=st.integers(0, 4), warmup=st.integers(1, 3), sigma=st.floats(0.1, 1.0),
-       time=st.sampled_from(["step", "timestep"]))
-@example(order=2, tolerance=0.02, min_interval=1, extra=4, warmup=1, sigma=0.5, time="step")
+       time=st.sampled_from(["step", "timestep"]), length=st.sampled_from([None, STEPS]))
+@example(order=2, tolerance=0.02, min_interval=1, extra=4, warmup=1, sigma=0.5, time="step",
+         length=None)
+@example(order=1, tolerance=math.inf, min_interval=1, extra=3, warmup=2, sigma=0.5, time="step",
+         length=STEPS)  # max_interval's compute due at the last step: taken one step early
 def test_adaptive_matches_reference(forecaster, order, tolerance, min_interval, extra, warmup,
-                                    sigma, time):
+                                    sigma, time, length):
     torch._dynamo.reset()  # hypothesis examples share the model's code object: no recompile cap
     max_interval = min_interval + extra
     model = build_model(SPEC)
-    options = dict(order=order, warmup=warmup, forecaster=forecaster,
+    options = dict(order=order, warmup=warmup, forecaster=forecaster, num_steps=length,
                    adaptive=adaptive_options(tolerance, min_interval, max_interval))
     if forecaster == "hermite":
         options["hermite_sigma"] = sigma
@@ -122,17 +125,18 @@ def test_adaptive_matches_reference(forecaster, order, tolerance, min_interval, 
         options.update(time="timestep", time_input="t")
     compiled = compile_ts(model, **options)
     reference = reference_for(model, order, forecaster, tolerance, min_interval, max_interval,
-                              warmup, sigma=sigma, time=time)
+                              warmup, num_steps=length, sigma=sigma, time=time)
     outs = lockstep(compiled, reference, make_inputs(SPEC), step_times(), order, time, check=False)
     assume(clear_of(reference.estimates, tolerance))
     chosen = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
     assert chosen == reference.computed_steps
-    assert_intervals(chosen, min_interval, max_interval, warmup)
+    moved = length is not None and time == "step"  # the last step may be decided early
+    assert_intervals(chosen[:-1] if moved else chosen, min_interval, max_interval, warmup)
     # the outputs, now that the schedules are known to agree (re-run: compare every step)
     torch._dynamo.reset()
     compiled = compile_ts(model, **options)
     reference = reference_for(model, order, forecaster, tolerance, min_interval, max_interval,
-                              warmup, sigma=sigma, time=time)
+                              warmup, num_steps=length, sigma=sigma, time=time)
     again = lockstep(compiled, reference, make_inputs(SPEC), step_times(), order, time)
     for a, b in zip(outs, again):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -210,6 +214,23 @@ def test_tolerance_inf_computes_every_max_interval(high, warmup):
         for t in step_times():
             x = x - 0.3 * compiled(x, torch.tensor(t))
     expected = list(range(warmup)) + list(range(warmup - 1 + high, STEPS, high))
+    assert ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"] == expected
+
+
+@pytest.mark.parametrize("num_steps, cooldown, expected", [
+    (STEPS, 0, [0, 1, 5, 9, 12]),  # max_interval's compute due at 13 (the last): taken at 12
+    (STEPS, 1, [0, 1, 5, 9, 13]),  # the cooldown computes the last step: nothing moves
+    (None, 0, [0, 1, 5, 9, 13]),  # the last step is not known
+])
+def test_a_compute_due_at_the_last_step_is_taken_one_step_early(num_steps, cooldown, expected):
+    model = build_model(SPEC)
+    options = dict(order=1, warmup=2, num_steps=num_steps, cooldown=cooldown,
+                   adaptive=adaptive_options(math.inf, 1, 4))
+    compiled = compile_ts(model, **options)
+    reference = EagerTaylorSeer(model, block_paths(SPEC), 1, None, adaptive=adaptive_schedule(
+        math.inf, 1, 4, 2, cooldown, num_steps), estimate_paths=block_paths(SPEC)[-1:])
+    lockstep(compiled, reference, make_inputs(SPEC), step_times(), 1)
+    assert reference.computed_steps == expected
     assert ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"] == expected
 
 

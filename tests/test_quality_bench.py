@@ -210,6 +210,8 @@ def test_adaptive_bounds_grid_keeps_its_bounds(tmp_path):
     for row in rows[:-1]:
         steps = row["steps"]
         gaps = [b - a for a, b in zip(steps, steps[1:])]
-        assert steps[0] == 0 and all(5 <= g <= 8 for g in gaps), steps
+        assert steps[0] == 0 and all(5 <= g <= 8 for g in gaps[:-1]), steps
+        # the last gap may be shorter: a compute due at step 49 is taken at 48
+        assert gaps[-1] <= 8 and (gaps[-1] >= 5 or steps[-1] == 48), steps
         assert row["computed"] == len(steps) and 50 - steps[-1] <= 8  # max_interval to the end
     assert rows[-1]["steps"] is None and rows[-1]["computed"] == 10
