@@ -28,32 +28,33 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from quality_lib import metrics as M  # noqa: E402
+from quality_lib.rows import STEPS, Row, Runner, adaptive_row, forecaster_row  # noqa: E402
 from quality_lib.sampling import load_task  # noqa: E402
 
 # order 1's estimate (one row lower) is larger at the same step than order 2's: its own sweep
 TOLERANCES = {1: (0.1, 0.14, 0.17, 0.2, 0.24), 2: (0.03, 0.05, 0.07, 0.1)}
-STEPS = 50
 
 
-def settings_grid(orders, lows, highs) -> list[dict]:
-    grid = [{"order": order, "warmup": 1,
-             "adaptive": {"tolerance": tol, "min_interval": low, "max_interval": high}}
+def settings_grid(orders, lows, highs) -> list[Row]:
+    grid = [adaptive_row("taylor", order, tol, high, min_interval=low)
             for order in orders for low in lows for high in highs for tol in TOLERANCES[order]
             if high >= low]
-    return grid + [{"interval": 5, "warmup": 1, "order": 2}]
+    return grid + [forecaster_row("taylor", 2, 5)]  # the fixed default
 
 
-def run_setting(task, settings: dict, noise, labels, reference) -> dict:
+def run_setting(task, row: Row, noise, labels, reference) -> dict:
     import ts_compile
 
-    torch._dynamo.reset()
-    options = {"cut": "block", "compiler": "eager", "num_steps": STEPS, **settings}
-    compiled = torch.compile(task.model, backend="taylorseer", options=options, dynamic=False)
-    with torch.no_grad():
-        x = task.sample(compiled, noise, labels, STEPS)
-    stats = ts_compile.stats(compiled)
+    compiled, _, _, cleanup = Runner(task).prepare(row)  # as the quality study compiles a row
+    try:
+        with torch.no_grad():
+            x = task.sample(compiled, noise, labels, STEPS)
+        stats = ts_compile.stats(compiled)
+    finally:
+        cleanup()
     chosen = (stats.get("adaptive") or {}).get("last_generation")  # None: the fixed schedule
     computed = stats["computed_steps"]
+    settings = row.ts_settings()
     return {"settings": settings, "computed": computed, "speedup_steps": STEPS / computed,
             "psnr": M.psnr(x, reference),
             "steps": sorted(set().union(*chosen.values())) if chosen else None}
@@ -79,13 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             reference = task.sample(task.model, noise, labels, STEPS)
         rows = []
-        for settings in grid:
-            row = run_setting(task, settings, noise, labels, reference)
+        for setting in grid:
+            row = run_setting(task, setting, noise, labels, reference)
             rows.append(row)
-            a = settings.get("adaptive")
-            label = (f"order {settings['order']} tol {a['tolerance']:g} min {a['min_interval']} "
-                     f"max {a['max_interval']}" if a else "fixed N 5, warm-up 1, order 2")
-            print(f"[{name}] {label:38s} computed {row['computed']:2d} "
+            print(f"[{name}] {setting.id:38s} computed {row['computed']:2d} "
                   f"({row['speedup_steps']:.2f}x steps) PSNR {row['psnr']:.2f} "
                   f"steps {row['steps']}", flush=True)
         out = os.path.join(args.out, f"adaptive_bounds_{name}.json")
