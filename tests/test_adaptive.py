@@ -276,15 +276,19 @@ def test_reset_and_new_generation_start_over():
         {"default": [len(first)] * 3}
 
 
-def test_cfg_branches_decide_for_themselves():
+@pytest.mark.parametrize("num_steps, rule", [
+    (None, (0.02, 1, 6)),
+    (STEPS, (0.1, 2, 5)),  # "cond" takes its last step's compute one step early, "uncond" not
+])
+def test_cfg_branches_decide_for_themselves(num_steps, rule):
     """Two calls per step (conditional, unconditional) with their own inputs: each branch's
     steps are the reference's on that branch's inputs alone."""
     model = build_model(SPEC)
-    options = adaptive_options(0.02, 1, 6)
-    compiled = compile_ts(model, order=2, adaptive=options)
+    compiled = compile_ts(model, order=2, adaptive=adaptive_options(*rule), num_steps=num_steps)
     inputs = {"cond": make_inputs(SPEC), "uncond": make_inputs(SPEC).flip(0)}
     rates = {"cond": 0.3, "uncond": 1.5}  # how far each branch's latent moves per step
-    refs = {name: reference_for(model, 2, "taylor", 0.02, 1, 6) for name in inputs}
+    refs = {name: reference_for(model, 2, "taylor", *rule, num_steps=num_steps)
+            for name in inputs}
     xs = dict(inputs)
     with torch.no_grad():
         for t in step_times():
@@ -298,6 +302,8 @@ def test_cfg_branches_decide_for_themselves():
     chosen = ts_compile.stats(compiled)["adaptive"]["last_generation"]
     assert chosen == {name: refs[name].computed_steps for name in inputs}
     assert chosen["cond"] != chosen["uncond"]  # the point: not one schedule for both
+    if num_steps is not None:
+        assert refs["cond"].last_moved and not refs["uncond"].last_moved
 
 
 def test_threads_decide_for_themselves():
