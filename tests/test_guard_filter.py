@@ -233,3 +233,69 @@ def test_ours_keeps_every_guard_for_another_backend_after_a_taylorseer_compile()
         plain(x, t)
         model.scale = 3.0
         torch.testing.assert_close(plain(x, t), model(x, t), rtol=0, atol=0)  # recompiled
+
+
+# The per-generation check itself (module_guards.ModuleSnapshot), without a compile.
+
+def _edits():
+    def attribute(m):
+        m.scale = 2.0
+
+    def submodule(m):
+        m.inner.post = torch.nn.Linear(SPEC.width, SPEC.width)
+
+    def parameter(m):
+        m.inner.post.weight = torch.nn.Parameter(m.inner.post.weight.detach().clone())
+
+    def layout(m):  # the same Parameter object, its storage swapped for a transposed one
+        m.inner.post.weight.data = m.inner.post.weight.detach().t().contiguous().t()
+
+    def buffer(m):
+        m.inner.register_buffer("extra", torch.zeros(1))
+
+    def hook(m):
+        m.inner.register_forward_hook(lambda module, args, out: out)
+
+    def dict_entry_removed(m):
+        del m.inner._modules["post"]
+
+    return [attribute, submodule, parameter, layout, buffer, hook, dict_entry_removed]
+
+
+@pytest.mark.parametrize("reader", ["dict versions", "identities"])
+@pytest.mark.parametrize("edit", _edits(), ids=lambda f: f.__name__)
+def test_the_snapshot_sees_each_edit_with_either_fingerprint(edit, reader, monkeypatch):
+    from ts_compile import module_guards
+
+    if reader == "identities":  # what a Python without dict version tags reads
+        monkeypatch.setattr(module_guards, "_DICT_VERSION", None)
+    elif module_guards._DICT_VERSION is None:
+        pytest.skip("this Python has no dict version tags")
+    model = _Scaled()
+    snapshot = module_guards.ModuleSnapshot(model)
+    assert snapshot.changes(model) == [] and snapshot.fingerprint.unchanged()
+    edit(model)
+    assert not snapshot.fingerprint.unchanged()
+    assert snapshot.changes(model), "an edit went unseen"
+
+
+def test_a_write_that_changes_nothing_is_compared_once_and_later_edits_are_still_seen():
+    from ts_compile import module_guards
+
+    model = _Scaled()
+    snapshot = module_guards.ModuleSnapshot(model)
+    model.scale = float("1.0")  # another float object, equal: the graph's constant still holds
+    assert not snapshot.fingerprint.unchanged()
+    assert snapshot.changes(model) == []
+    assert snapshot.fingerprint.unchanged(), "the fingerprint was not taken again"
+    model.scale = 3.0
+    assert snapshot.changes(model) == ["the model.scale: 1.0 -> 3.0"]
+
+
+def test_a_dict_version_reader_that_never_changes_is_not_used(monkeypatch):
+    import torch._C._dynamo.guards as dynamo_guards
+
+    from ts_compile import module_guards
+
+    monkeypatch.setattr(dynamo_guards, "dict_version", lambda d: 0)
+    assert module_guards._dict_version_reader() is None

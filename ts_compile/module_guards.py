@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 import threading
 from itertools import chain
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -76,16 +76,40 @@ def _same(a: Any, b: Any) -> bool:
 _LAYOUT = operator.attrgetter("dtype", "device", "shape")
 
 
+def _dict_version_reader() -> Callable[[dict], int] | None:
+    """torch's reader of CPython's dict version tag (PEP 509; what Dynamo's dict guards read),
+    if it works here: a tag that changes on every mutation of a dict. None where torch has no
+    such reader or it does not change (a Python without the tag): the identities are read then.
+    """
+    try:
+        from torch._C._dynamo.guards import dict_version
+    except ImportError:
+        return None
+    probe: dict[str, object] = {}
+    seen = [dict_version(probe)]
+    for edit in (lambda: probe.__setitem__("k", object()), lambda: probe.__setitem__("k", object()),
+                 lambda: probe.pop("k")):
+        edit()
+        seen.append(dict_version(probe))
+    return dict_version if len(set(seen)) == len(seen) else None
+
+
+_DICT_VERSION = _dict_version_reader()
+
+
 class _Fingerprint:
     """A cheap summary of a model's module tree that stays equal as long as nothing
-    `_module_facts` sees has changed: the keys and identities of every module's attributes and
-    tree entries (the snapshot keeps them alive, so an id is not reused), the hooks dicts' sizes
+    `_module_facts` sees has changed: every module's attribute and tree dicts (by their version
+    tags, which change on any mutation; or, without them, their keys and the identities of their
+    values), the hooks dicts' sizes
     and the tensors' layouts.
 
-    Which dicts, hooks dicts and tensors to read is fixed when the snapshot is taken; that is
-    enough, since any replaced one changes an identity in its parent's dict. Everything is read
-    with C-level iteration (`map`, `chain`), not a Python loop per module: ~0.3 ms per generation
-    for the 139 modules of the tiny FLUX model (`benchmarks/call_overhead.py --count-guards`)."""
+    Which dicts, hooks dicts and tensors to read is fixed when the fingerprint is taken; that is
+    enough, since any replaced one changes its parent's dict. Everything is read with C-level
+    iteration (`map`, `chain`), not a Python loop per module: ~0.09 ms per generation for the
+    139 modules of the tiny FLUX model with version tags, ~0.3 ms with identities
+    (`benchmarks/call_overhead.py --count-guards`). A changed fingerprint is only a reason to
+    compare the facts (`ModuleSnapshot.changes`)."""
 
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         attrs = [vars(module) for module in modules]
@@ -93,12 +117,19 @@ class _Fingerprint:
         self.hooks = [a[name] for a in attrs for name in _HOOK_DICTS if name in a]
         self.tensors = [t for a in attrs for name in _TREE_DICTS for t in a[name].values()
                         if isinstance(t, torch.Tensor)]
+        self.dict_version = _DICT_VERSION
+        # Without version tags the values are compared by id: hold them, so that no id is reused.
+        self.alive = (None if self.dict_version is not None else
+                      list(chain.from_iterable(map(dict.values, self.dicts))))
         self.value = self.read()
 
     def read(self) -> tuple:
-        values = chain.from_iterable(map(dict.values, self.dicts))
-        return (list(chain.from_iterable(self.dicts)), list(map(id, values)),
-                list(map(len, self.hooks)), list(map(_LAYOUT, self.tensors)),
+        if self.dict_version is not None:
+            tree = list(map(self.dict_version, self.dicts))
+        else:
+            values = chain.from_iterable(map(dict.values, self.dicts))
+            tree = list(chain.from_iterable(self.dicts)), list(map(id, values))
+        return (tree, list(map(len, self.hooks)), list(map(_LAYOUT, self.tensors)),
                 list(map(torch.Tensor.stride, self.tensors)))
 
     def unchanged(self) -> bool:
@@ -139,6 +170,8 @@ class ModuleSnapshot:
                     if was == now_is and was.startswith("a "):
                         now_is = "another" + now_is[1:]
                     found.append(f"{where}.{key}: {was} -> {now_is}")
+        if not found:  # a write that changed nothing the graph depends on: compare with it now
+            self.fingerprint = _Fingerprint(list(modules.values()))
         return found
 
     def verify(self, model: torch.nn.Module) -> None:
