@@ -340,7 +340,11 @@ def non_block_model(size: str) -> torch.nn.Module:
 
 def floor_bound(row: Row, full_step: float, non_block_step: float, steps: int) -> float | None:
     """The fastest a schedule can run: computed steps at the plain compile's full step, the
-    others at its non-block step (what a forecast step cannot avoid)."""
+    others at its non-block step (what a forecast step cannot avoid). For plain Inductor
+    itself, every step at its own median step: how far its generation is from the bound shows
+    what the start of a generation and the step-to-step spread cost any row."""
+    if row.key == "inductor":
+        return steps * full_step
     if row.kind not in ("ts", "diffusers", "cachedit"):
         return None
     computed = len(row.schedule)
@@ -784,7 +788,8 @@ def _print_table(args, rows: list[Row], by_key: dict[str, Row], floor_row: Row |
           "FLOPs speedup. of floor = floor-bound time / the row's model-call time per "
           "generation (the sum of its steps; the sampler's own work between calls is in "
           "neither), the floor-bound time being the computed steps x Inductor's full step + "
-          "the other steps x the non-block step (below). forecast / non-block = forecast step / non-block step. "
+          "the other steps x the non-block step (below); for plain Inductor, all steps x "
+          "its own median step. forecast / non-block = forecast step / non-block step. "
           "compile s = warm-up generation - median. peak RSS +MiB: VmHWM over the "
           "first timed generation minus VmRSS before it (process-wide; n/a where /proc/self/"
           "clear_refs is not writable). Inductor cache dir: "

@@ -51,7 +51,7 @@ def test_tiny_run_prints_the_table(capsys):
         if key.startswith("ts-"):
             assert float(cells[9]) > 0 and cells[13].endswith("MiB"), cells  # forecast step, state
             assert cells[14] == "0" and cells[15] == "0", cells  # graph breaks, recompiles
-        if key.startswith(("ts-", "diffusers-")):
+        if key.startswith(("ts-", "diffusers-")) or key == "inductor":
             assert 0 < float(cells[7]) <= 1.5, cells  # of floor: the schedule's floor-bound time
         else:
             assert cells[7] == "-", cells
