@@ -151,6 +151,7 @@ class EagerTaylorSeer:
         sigma: float = 0.5,
         adaptive: Optional[dict] = None,
         estimate_paths: Optional[List[str]] = None,
+        fresh_before: int = 0,
     ):
         if not (0 <= int(order) <= 4):
             raise ValueError(f"order must be in 0..4, got {order}")
@@ -167,6 +168,10 @@ class EagerTaylorSeer:
         self.adaptive = adaptive
         # the modules whose tables the estimate reads (default: all listed)
         self.estimate_paths = list(module_paths if estimate_paths is None else estimate_paths)
+        # a computed step before this step index starts its table afresh (D_0 alone; newton: its
+        # newest point alone): the official FLUX code's warm-up guard, which builds the higher
+        # rows only from step first_enhance - 1 on
+        self.fresh_before = int(fresh_before)
         self.modules: Dict[str, nn.Module] = {
             p: model.get_submodule(p) for p in self.module_paths
         }
@@ -208,8 +213,9 @@ class EagerTaylorSeer:
             "or a tuple/list of tensors"
         )
 
-    def _update_table(self, path: str, outputs: List[torch.Tensor], s: float) -> None:
-        old_tables = self.tables.get(path)
+    def _update_table(self, path: str, outputs: List[torch.Tensor], s: float,
+                      fresh: bool = False) -> None:
+        old_tables = None if fresh else self.tables.get(path)
         s_prev = self.last_computed_time
         new_tables = []
         for k, F in enumerate(outputs):
@@ -222,7 +228,7 @@ class EagerTaylorSeer:
                     break
             new_tables.append(new)
         self.tables[path] = new_tables
-        old_points = self.points.get(path)
+        old_points = None if fresh else self.points.get(path)
         self.points[path] = [
             ((old_points[k] if old_points is not None else []) + [(s, F.detach().float().clone())])
             [-(self.order + 1):]
@@ -363,7 +369,7 @@ class EagerTaylorSeer:
             if path not in captured:
                 raise RuntimeError(f"module {path!r} was not called during step {s}")
             kind, outputs = self._split_output(path, captured[path])
-            self._update_table(path, outputs, tau)
+            self._update_table(path, outputs, tau, fresh=s < self.fresh_before)
             self.out_kinds[path] = kind
             self.out_dtypes[path] = [o.dtype for o in outputs]
 

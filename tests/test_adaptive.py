@@ -49,7 +49,7 @@ def step_times(steps=STEPS):
 
 
 def reference_for(model, order, forecaster, tolerance, min_interval, max_interval, warmup=1,
-                  cooldown=0, num_steps=None, sigma=0.5, time="step"):
+                  cooldown=0, num_steps=None, sigma=0.5, time="step", fresh_before=0):
     """The reference with the adaptive rule. It forecasts every block, as the compiled model's
     outputs do; its estimate reads the tables the compiled state holds, the live outputs only
     (the last block of the chain: `test_only_the_live_output_carries_the_signal`)."""
@@ -59,7 +59,7 @@ def reference_for(model, order, forecaster, tolerance, min_interval, max_interva
                            forecaster=forecaster, sigma=sigma,
                            adaptive=adaptive_schedule(tolerance, min_interval, max_interval,
                                                       warmup, cooldown, num_steps),
-                           estimate_paths=paths[-1:])
+                           estimate_paths=paths[-1:], fresh_before=fresh_before)
 
 
 def adaptive_options(tolerance, min_interval, max_interval):
@@ -140,6 +140,34 @@ def test_adaptive_matches_reference(forecaster, order, tolerance, min_interval, 
     again = lockstep(compiled, reference, make_inputs(SPEC), step_times(), order, time)
     for a, b in zip(outs, again):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("forecaster", ["taylor", "hermite", "newton"])
+@pytest.mark.parametrize("tolerance", [0.05, math.inf])
+def test_adaptive_with_the_official_flux_recursion_matches_the_reference(forecaster, tolerance):
+    """recursion="official-flux": the computed steps before warmup - 1 keep D_0 alone (newton:
+    their newest point alone), so the first estimates read shorter tables. Checked against the
+    reference with the same guard, and shown to differ from the plain recursion's reference."""
+    order, warmup, low, high = 2, 3, 1, 4
+    model = build_model(SPEC)
+    compiled = compile_ts(model, order=order, warmup=warmup, forecaster=forecaster,
+                          recursion="official-flux",
+                          adaptive=adaptive_options(tolerance, low, high))
+    reference = reference_for(model, order, forecaster, tolerance, low, high, warmup,
+                              fresh_before=warmup - 1)
+    outs = lockstep(compiled, reference, make_inputs(SPEC), step_times(), order)
+    assert clear_of(reference.estimates, tolerance)
+    chosen = ts_compile.stats(compiled)["adaptive"]["last_generation"]["default"]
+    assert chosen == reference.computed_steps
+    assert 0 < STEPS - len(chosen), chosen  # some steps were forecast
+    plain = reference_for(model, order, forecaster, tolerance, low, high, warmup)
+    with torch.no_grad():
+        x, gaps = make_inputs(SPEC), []
+        for got, t in zip(outs, step_times()):
+            expected = plain(x, torch.tensor(t))
+            gaps.append((got - expected).abs().max().item())
+            x = x - 0.3 * got
+    assert max(gaps) > 1e-4, "the plain recursion's reference cannot tell the two apart here"
 
 
 @pytest.mark.inductor

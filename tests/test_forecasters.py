@@ -66,19 +66,26 @@ def lebesgue_sum(nodes, s):
 
 
 def run_against_reference(forecaster, order, schedule, times, sigma=0.5, compiler="eager",
-                          time="step", tol=1e-5):
+                          time="step", tol=1e-5, official_warmup=None):
+    """`official_warmup`: recursion="official-flux" with that warm-up (the reference starts the
+    tables of the computed steps before warm-up - 1 afresh). Returns the compiled outputs."""
     torch._dynamo.reset()  # hypothesis examples share the model's code object: no recompile cap
     model = build_model(SPEC)
     x = make_inputs(SPEC)
     extra = dict(time="timestep", time_input="t") if time == "timestep" else {}
     if forecaster == "hermite":
         extra["hermite_sigma"] = sigma
+    fresh_before = 0
+    if official_warmup is not None:
+        extra.update(recursion="official-flux", warmup=official_warmup)
+        fresh_before = official_warmup - 1
     compiled = compile_ts(model, order=order, schedule=schedule, forecaster=forecaster,
                           compiler=compiler, **extra)
     time_of = (lambda args, kwargs: float(args[1])) if time == "timestep" else None
     reference = EagerTaylorSeer(model, block_paths(SPEC), order, lambda s: s in schedule,
-                                time_of=time_of, forecaster=forecaster, sigma=sigma)
-    nodes = []  # the computed steps' time variable, newest last
+                                time_of=time_of, forecaster=forecaster, sigma=sigma,
+                                fresh_before=fresh_before)
+    nodes, outs = [], []  # the computed steps' time variable, newest last; the outputs
     with torch.no_grad():
         for step, t in enumerate(times):  # a sampler's loop: the latent moves every step
             s = t if time == "timestep" else float(step)
@@ -94,10 +101,12 @@ def run_against_reference(forecaster, order, schedule, times, sigma=0.5, compile
                 * expected.abs().max().item()
             torch.testing.assert_close(got, expected, rtol=tol, atol=step_tol,
                                        msg=lambda m: f"step {step}: {m}")
+            outs.append(got)
             x = x - 0.3 * got
     stats = ts_compile.stats(compiled)
     assert stats["forecaster"] == forecaster
     assert stats["computed_steps"] == len([s for s in range(len(times)) if s in schedule])
+    return outs
 
 
 @pytest.mark.parametrize("forecaster", FORECASTERS)
@@ -128,6 +137,20 @@ def test_forecasters_match_reference_under_inductor(forecaster):
     times = [1.0 - 0.07 * k - 0.004 * k * k for k in range(12)]
     run_against_reference(forecaster, 3, {0, 1, 2, 5, 9}, times, 0.7, compiler="inductor",
                           time="timestep")
+
+
+@pytest.mark.parametrize("forecaster", FORECASTERS)
+@pytest.mark.parametrize("time", ["step", "timestep"])
+def test_forecasters_with_the_official_flux_recursion_match_reference(forecaster, time):
+    """recursion="official-flux" (the official FLUX code's warm-up guard) with every forecaster:
+    the computed steps before warm-up - 1 keep D_0 alone (newton: their newest point alone).
+    The outputs also differ from the plain recursion's, so the comparison can tell them apart."""
+    times = [1.0 - 0.07 * k for k in range(12)]
+    schedule = {0, 1, 2, 5, 8, 11}  # warm-up 3, interval 3
+    official = run_against_reference(forecaster, 2, schedule, times, 0.7, time=time,
+                                     official_warmup=3)
+    plain = run_against_reference(forecaster, 2, schedule, times, 0.7, time=time)
+    assert max((a - b).abs().max().item() for a, b in zip(official, plain)) > 1e-4
 
 
 @pytest.mark.parametrize("time", ["step", "timestep"])
