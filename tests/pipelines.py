@@ -49,14 +49,19 @@ class PlainReferenceTransformer(nn.Module):
     """
 
     def __init__(self, model: nn.Module, order: int, warmup: int, interval: int,
-                 paths: list[str] | None = None) -> None:
+                 paths: list[str] | None = None, **reference_options) -> None:
+        """`reference_options`: more `EagerTaylorSeer` arguments (`adaptive`, `estimate_paths`,
+        ...) for every call name's reference."""
         super().__init__()
         self.model = model
         self.order, self.warmup, self.interval = order, warmup, interval
         self.paths = list(paths) if paths is not None else block_paths(model)
+        self.reference_options = reference_options
         self.references: dict[str, EagerTaylorSeer] = {}
         self.current = DEFAULT_CONTEXT
         self.calls: list[str] = []  # the context name of every call, in order
+        self.finished: list[dict[str, list[int]]] = []  # per reset: each name's computed steps
+        self.estimates: list[float] = []  # adaptive: every estimate of every finished name
 
     def __getattr__(self, name: str):
         try:
@@ -83,11 +88,17 @@ class PlainReferenceTransformer(nn.Module):
         """The reference of one call name, created on first use (step 0, empty tables)."""
         if name not in self.references:
             self.references[name] = EagerTaylorSeer(
-                self.model, self.paths, self.order, official_schedule(self.warmup, self.interval))
+                self.model, self.paths, self.order, official_schedule(self.warmup, self.interval),
+                **self.reference_options)
         return self.references[name]
 
     def reset(self) -> None:
-        """Forget every call name's state (a new generation)."""
+        """Forget every call name's state (a new generation); `finished` keeps what each name
+        computed."""
+        if self.references:
+            self.finished.append({name: list(ref.computed_steps)
+                                  for name, ref in self.references.items()})
+            self.estimates += [e for ref in self.references.values() for _, e in ref.estimates]
         self.references.clear()
 
     def forward(self, *args, **kwargs):

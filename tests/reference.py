@@ -152,6 +152,7 @@ class EagerTaylorSeer:
         adaptive: Optional[dict] = None,
         estimate_paths: Optional[List[str]] = None,
         fresh_before: int = 0,
+        estimate_outputs: Optional[List[int]] = None,
     ):
         if not (0 <= int(order) <= 4):
             raise ValueError(f"order must be in 0..4, got {order}")
@@ -168,6 +169,9 @@ class EagerTaylorSeer:
         self.adaptive = adaptive
         # the modules whose tables the estimate reads (default: all listed)
         self.estimate_paths = list(module_paths if estimate_paths is None else estimate_paths)
+        # which outputs of those modules it reads (default: all; a block returning a tuple whose
+        # other outputs nothing reads afterwards)
+        self.estimate_outputs = None if estimate_outputs is None else list(estimate_outputs)
         # a computed step before this step index starts its table afresh (D_0 alone; newton: its
         # newest point alone): the official FLUX code's warm-up guard, which builds the higher
         # rows only from step first_enhance - 1 on
@@ -318,6 +322,8 @@ class EagerTaylorSeer:
         x = s - self.last_computed_time
         for path in self.estimate_paths:
             for k_out, table in enumerate(self.tables[path]):
+                if self.estimate_outputs is not None and k_out not in self.estimate_outputs:
+                    continue
                 k = len(table) - 1
                 base = table[0].double().norm().item()
                 if self.forecaster == "newton":

@@ -8,6 +8,7 @@ transformer without diffusers' cache protocol). The reference is `ReferenceTrans
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -16,9 +17,9 @@ import torch
 import ts_compile
 
 from .conftest import compile_ts
-from .pipelines import (PlainReferenceTransformer, ReferenceTransformer, dit_pipeline,
-                        flux_pipeline, hunyuan_video_pipeline, reference_for)
-from .reference import official_schedule
+from .pipelines import (PlainReferenceTransformer, ReferenceTransformer, block_paths,
+                        dit_pipeline, flux_pipeline, hunyuan_video_pipeline, reference_for)
+from .reference import adaptive_schedule, official_schedule
 
 ORDER, INTERVAL, WARMUP = 2, 3, 2
 OPTIONS = {"compiler": "eager", "order": ORDER, "interval": INTERVAL, "warmup": WARMUP}
@@ -116,6 +117,45 @@ def test_two_generations_match_reference_and_reset_by_pipeline(name):
         want = (len(contexts), 0) if computed(step) else (0, len(contexts))
         assert delta == want, f"generation {k // steps}, step {step}: {delta} != {want}"
         previous = now
+
+
+
+# tolerance inf: only max_interval decides; 7 makes step 7 (the last) due, taken at step 6.
+@pytest.mark.parametrize("tolerance, high", [(0.05, 4), (math.inf, 7)])
+def test_adaptive_steps_inside_a_true_cfg_pipeline_match_the_reference_per_context(tolerance,
+                                                                                  high):
+    """options.adaptive in an unmodified FluxPipeline with true CFG: each call name decides its
+    own steps from its own state, the pipeline's reset starts the next generation, and with
+    `num_steps` the last step is decided one step early. The reference: one adaptive
+    `EagerTaylorSeer` per name, its estimate on what the compiled state holds (the last single
+    block's hidden states: the encoder half it also returns is read by nothing after it)."""
+    pipe, make_kwargs = flux_pipeline(cfg=True)
+    model = pipe.transformer
+    steps = make_kwargs()["num_inference_steps"]
+    low = 1
+    reference = ReferenceTransformer(
+        model, ORDER, 1, INTERVAL, adaptive=adaptive_schedule(tolerance, low, high, 1, 0, steps),
+        estimate_paths=block_paths(model)[-1:], estimate_outputs=[1])
+    pipe.transformer = reference
+    expected = generate(pipe, make_kwargs)
+    assert all(abs(e - tolerance) > 1e-3 * tolerance for e in reference.estimates
+               if tolerance < math.inf), "an estimate too close to the tolerance to decide"
+    options = {key: value for key, value in OPTIONS.items() if key != "interval"}
+    pipe.transformer = torch.compile(model, backend="taylorseer", options={
+        **options, "warmup": 1, "num_steps": steps,
+        "adaptive": {"tolerance": tolerance, "min_interval": low, "max_interval": high}})
+    got = [generate(pipe, make_kwargs) for _ in range(2)]
+    stats = ts_compile.stats(pipe.transformer)
+    chosen = stats["adaptive"]["last_generation"]
+    assert chosen == reference.finished[-1], (chosen, reference.finished)
+    assert stats["adaptive"]["computed_steps_per_generation"] == {
+        name: [len(s)] * 2 for name, s in chosen.items()}  # the same steps both generations
+    if tolerance == math.inf:
+        assert chosen == {"cond": [0, 6], "uncond": [0, 6]}
+    else:
+        assert all(2 < len(s) < steps for s in chosen.values()), chosen  # decided both ways
+    torch.testing.assert_close(got[0], expected, **TOL)
+    torch.testing.assert_close(got[1], got[0], rtol=0, atol=0)
 
 
 def test_dit_batched_cfg_matches_reference_and_is_reset_by_the_pipeline():
