@@ -3,6 +3,8 @@ the backend, the runtime, export and the loaded runner share."""
 
 from __future__ import annotations
 
+import array
+
 import pytest
 import torch
 
@@ -70,3 +72,24 @@ def test_live_elements_inverts_state_bytes():
     for order, dtype in [(0, torch.float32), (2, torch.float32), (3, torch.bfloat16)]:
         nbytes = state_bytes([(2, 3), (4,)], order, dtype)
         assert live_elements(nbytes, order, dtype) == 10
+
+
+def test_scalars_written_packed_equal_those_written_as_floats_and_a_wrong_length_is_refused():
+    """The forecast step writes its cached scalars as float32 memory (`forecast_scalars_f32`),
+    the computed step as a list: both land the same, the counters after them untouched."""
+    from ts_compile.taylor import Forecaster
+
+    layout = StateLayout.of(TABLES, TaylorSeerOptions(order=2))
+    forecaster = Forecaster("hermite", 2, 0.7)
+    values = forecaster.forecast_scalars(7, [5, 2], 3)
+    assert list(forecaster.forecast_scalars_f32(7, [5, 2], 3)) == pytest.approx(values, rel=1e-7)
+    states = [TaylorState(layout, layout.static_shapes(), torch.device("cpu")) for _ in range(2)]
+    for state in states:
+        state.scalars.fill_(-1.0)
+    states[0].write_scalars(values)
+    states[1].write_scalars(forecaster.forecast_scalars_f32(7, [5, 2], 3))
+    torch.testing.assert_close(states[1].scalars, states[0].scalars, rtol=0, atol=0)
+    tail = states[0].scalars[len(values):]
+    assert tail.numel() > 0 and (tail == -1.0).all()  # the device-side counters
+    with pytest.raises(ValueError):
+        states[1].write_scalars(array.array("f", values[:-1]))

@@ -343,7 +343,8 @@ class GraphRuntime:
             counts[0] += 1
             self.computed_steps += 1
         else:
-            state.write_scalars(self.forecaster.forecast_scalars(step, state.nodes, state.filled))
+            state.write_scalars(self.forecaster.forecast_scalars_f32(step, state.nodes,
+                                                                     state.filled))
             if in_time:
                 apply_device_time(state.scalars, now, state.node_times, state.time_exponents,
                                   False, self.forecaster.kind, self.time_basis)

@@ -9,6 +9,8 @@ graph, and which of them is the generation's latest.
 
 from __future__ import annotations
 
+import array
+
 import sympy
 import torch
 
@@ -36,8 +38,10 @@ class TaylorState:
         self.inputs = (*self.tables, self.scalars)
         self._host_part = self.scalars[:host_scalars_length(order)]  # what write_scalars writes
         # On CPU the scalars are host memory: written in place through a NumPy view (no tensor
-        # built per step; CPU kernels are synchronous, so no call can still be reading them).
+        # built per step; CPU kernels are synchronous, so no call can still be reading them), or
+        # through a memoryview of it when the values come packed as float32 (a plain memcpy).
         self._in_place = _numpy_view(self._host_part) if device.type == "cpu" else None
+        self._in_place_raw = None if self._in_place is None else memoryview(self._in_place)
         # Forecasting in sampler time (options.time): the times of the table's computed steps,
         # newest first (`taylor.apply_device_time`), and the powers 0..order.
         self.node_times = torch.zeros(max(order, 1), dtype=torch.float32, device=device)
@@ -58,10 +62,14 @@ class TaylorState:
     def nbytes(self) -> int:
         return self.state_layout.nbytes(self.shapes)
 
-    def write_scalars(self, values: list[float]) -> None:
-        """Copy this step's scalars (not the counters after them) to the device, no host sync."""
+    def write_scalars(self, values: list[float] | array.array) -> None:
+        """Copy this step's scalars (not the counters after them) to the device, no host sync.
+        `values`: floats, or an `array("f")` of them (`Forecaster.forecast_scalars_f32`)."""
         if self._in_place is not None:
-            self._in_place[:] = values
+            if isinstance(values, array.array):
+                self._in_place_raw[:] = values  # same format and length, or it raises
+            else:
+                self._in_place[:] = values
             return
         host = torch.tensor(values, dtype=torch.float32, pin_memory=self._pinned)
         self._host_part.copy_(host, non_blocking=self._pinned)

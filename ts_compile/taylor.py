@@ -57,6 +57,7 @@ for every forecaster (it keeps the last computed steps' times in a small device 
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -283,7 +284,9 @@ class Forecaster:
     sigma: float = 0.5  # hermite only
     unit_time: bool = False
     # A forecast step's scalars by what they depend on (`_forecast_key`): a generation repeats
-    # the same few, so the per-step host work is one dict lookup. Shared lists: not to be edited.
+    # the same few, so the per-step host work is one dict lookup. Each entry holds the values as
+    # a list and packed as float32 (what the runtime copies as raw memory). Shared: not to be
+    # edited.
     _forecasts: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
                                          compare=False)
 
@@ -299,10 +302,20 @@ class Forecaster:
     def forecast_scalars(self, step: int, nodes: Sequence[int], filled: int) -> list[float]:
         """A forecast step at `step` from a table of `filled` orders made at `nodes` (a list
         shared with later calls: do not modify it)."""
+        return self._forecast_entry(step, nodes, filled)[0]
+
+    def forecast_scalars_f32(self, step: int, nodes: Sequence[int], filled: int) -> array.array:
+        """`forecast_scalars` packed as float32 (`TaylorState.write_scalars` copies it as raw
+        memory on CPU: the cheapest write of a forecast step)."""
+        return self._forecast_entry(step, nodes, filled)[1]
+
+    def _forecast_entry(self, step: int, nodes: Sequence[int],
+                        filled: int) -> tuple[list[float], array.array]:
         key = self._forecast_key(step, nodes, filled)
         found = self._forecasts.get(key)
         if found is None:
-            found = self._forecasts[key] = self._forecast_scalars(step, nodes, filled)
+            values = self._forecast_scalars(step, nodes, filled)
+            found = self._forecasts[key] = values, array.array("f", values)
         return found
 
     def coefficients_at(self, at: float, nodes: Sequence[float], filled: int) -> list[float]:
