@@ -101,8 +101,7 @@ class _Fingerprint:
     """A cheap summary of a model's module tree that stays equal as long as nothing
     `_module_facts` sees has changed: every module's attribute and tree dicts (by their version
     tags, which change on any mutation; or, without them, their keys and the identities of their
-    values), the hooks dicts' sizes
-    and the tensors' layouts.
+    values), the hooks dicts' sizes and the tensors' layouts.
 
     Which dicts, hooks dicts and tensors to read is fixed when the fingerprint is taken; that is
     enough, since any replaced one changes its parent's dict. Everything is read with C-level
