@@ -132,3 +132,21 @@ def test_explain_reports_the_same_on_both_paths(monkeypatch):
     native, fallback = reports
     assert [str(r) for r in fallback] == [str(r) for r in native]
     assert [r.guarded_graph for r in fallback] == [r.guarded_graph for r in native]
+
+
+def test_a_dict_version_reader_is_used_only_where_the_tag_changes(monkeypatch):
+    """`module_guards` fingerprints the module tree by dict version tags where this torch and
+    Python have them (the fallback, ids, is tested in tests/test_guard_filter.py)."""
+    import torch._C._dynamo.guards as dynamo_guards
+
+    from ts_compile import _compat
+
+    if _compat.DICT_VERSION is not None:
+        probe = {}
+        before = _compat.DICT_VERSION(probe)
+        probe["k"] = 1
+        assert _compat.DICT_VERSION(probe) != before
+    monkeypatch.setattr(dynamo_guards, "dict_version", lambda d: 0)  # a tag that never moves
+    assert _compat.dict_version_reader() is None
+    monkeypatch.delattr(dynamo_guards, "dict_version")  # a torch without the reader
+    assert _compat.dict_version_reader() is None

@@ -265,11 +265,11 @@ def _edits():
 @pytest.mark.parametrize("reader", ["dict versions", "identities"])
 @pytest.mark.parametrize("edit", _edits(), ids=lambda f: f.__name__)
 def test_the_snapshot_sees_each_edit_with_either_fingerprint(edit, reader, monkeypatch):
-    from ts_compile import module_guards
+    from ts_compile import _compat, module_guards
 
     if reader == "identities":  # what a Python without dict version tags reads
-        monkeypatch.setattr(module_guards, "_DICT_VERSION", None)
-    elif module_guards._DICT_VERSION is None:
+        monkeypatch.setattr(_compat, "DICT_VERSION", None)
+    elif _compat.DICT_VERSION is None:
         pytest.skip("this Python has no dict version tags")
     model = _Scaled()
     snapshot = module_guards.ModuleSnapshot(model)
@@ -290,12 +290,3 @@ def test_a_write_that_changes_nothing_is_compared_once_and_later_edits_are_still
     assert snapshot.fingerprint.unchanged(), "the fingerprint was not taken again"
     model.scale = 3.0
     assert snapshot.changes(model) == ["the model.scale: 1.0 -> 3.0"]
-
-
-def test_a_dict_version_reader_that_never_changes_is_not_used(monkeypatch):
-    import torch._C._dynamo.guards as dynamo_guards
-
-    from ts_compile import module_guards
-
-    monkeypatch.setattr(dynamo_guards, "dict_version", lambda d: 0)
-    assert module_guards._dict_version_reader() is None

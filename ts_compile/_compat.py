@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,6 +66,27 @@ def compile_isolated(module: torch.nn.Module, **compile_kwargs: Any):
     if HAS_ISOLATE_RECOMPILES:
         return torch.compile(module, isolate_recompiles=True, **compile_kwargs)
     return torch.compile(_fresh_caller(module), **compile_kwargs)
+
+
+def dict_version_reader() -> Callable[[dict], int] | None:
+    """torch's reader of CPython's dict version tag (`torch._C._dynamo.guards.dict_version`,
+    what Dynamo's dict guards read), if it works here: a tag that changes on every write to a
+    dict (PEP 509). None where torch has no such reader, or where the tag does not change (a
+    Python without it): `module_guards` then compares the dicts' keys and values' ids."""
+    try:
+        from torch._C._dynamo.guards import dict_version
+    except ImportError:
+        return None
+    probe: dict[str, object] = {}
+    seen = [dict_version(probe)]
+    for edit in (lambda: probe.__setitem__("k", object()), lambda: probe.__setitem__("k", object()),
+                 lambda: probe.pop("k")):
+        edit()
+        seen.append(dict_version(probe))
+    return dict_version if len(set(seen)) == len(seen) else None
+
+
+DICT_VERSION = dict_version_reader()
 
 
 def innermost_backend(callback: Any) -> Any:

@@ -24,10 +24,12 @@ from __future__ import annotations
 import operator
 import threading
 from itertools import chain
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from . import _compat
 
 __all__ = ["ModelEditedError", "ModuleSnapshot", "skip_module_guards"]
 
@@ -76,27 +78,6 @@ def _same(a: Any, b: Any) -> bool:
 _LAYOUT = operator.attrgetter("dtype", "device", "shape")
 
 
-def _dict_version_reader() -> Callable[[dict], int] | None:
-    """torch's reader of CPython's dict version tag (PEP 509; what Dynamo's dict guards read),
-    if it works here: a tag that changes on every mutation of a dict. None where torch has no
-    such reader or it does not change (a Python without the tag): the identities are read then.
-    """
-    try:
-        from torch._C._dynamo.guards import dict_version
-    except ImportError:
-        return None
-    probe: dict[str, object] = {}
-    seen = [dict_version(probe)]
-    for edit in (lambda: probe.__setitem__("k", object()), lambda: probe.__setitem__("k", object()),
-                 lambda: probe.pop("k")):
-        edit()
-        seen.append(dict_version(probe))
-    return dict_version if len(set(seen)) == len(seen) else None
-
-
-_DICT_VERSION = _dict_version_reader()
-
-
 class _Fingerprint:
     """A cheap summary of a model's module tree that stays equal as long as nothing
     `_module_facts` sees has changed: every module's attribute and tree dicts (by their version
@@ -116,7 +97,7 @@ class _Fingerprint:
         self.hooks = [a[name] for a in attrs for name in _HOOK_DICTS if name in a]
         self.tensors = [t for a in attrs for name in _TREE_DICTS for t in a[name].values()
                         if isinstance(t, torch.Tensor)]
-        self.dict_version = _DICT_VERSION
+        self.dict_version = _compat.DICT_VERSION
         # Without version tags the values are compared by id: hold them, so that no id is reused.
         self.alive = (None if self.dict_version is not None else
                       list(chain.from_iterable(map(dict.values, self.dicts))))
