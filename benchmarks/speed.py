@@ -320,22 +320,60 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
     return rows
 
 
-def non_block_floor_row(size: str, steps: int, compiler: str) -> Row:
+def non_block_floor_row(size: str, steps: int, compiler: str,
+                        model: torch.nn.Module | None = None) -> Row:
     """The method's floor for a forecast step: the same model with its block lists emptied
     (embedders, norm_out, proj_out), compiled the same way and timed in the same round-robin.
     Its output is not the model's; only its step time is used."""
     return Row(FLOOR_ROW, f"non-block step ({compiler})",
-               compile_isolated(non_block_model(size), backend=compiler),
+               compile_isolated(non_block_model(size, model), backend=compiler),
                list(range(steps)), compiled=True, kind="floor")
 
 
-def non_block_model(size: str) -> torch.nn.Module:
-    """The benchmark model with both block lists emptied (a fresh copy: a compiled model does
-    not deepcopy)."""
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
+
+
+def non_block_model(size: str, shared: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The benchmark model with both block lists emptied (a new module: a compiled model does
+    not deepcopy). With `shared` (the benchmark model), its other layers are `shared`'s own, so
+    the floor reads the very weight tensors a forecast step reads (in a generation's rhythm,
+    what the full step before it left in the caches)."""
     bare = build_model(size)[0]
-    bare.transformer_blocks = torch.nn.ModuleList()
-    bare.single_transformer_blocks = torch.nn.ModuleList()
+    for name in BLOCK_LISTS:
+        setattr(bare, name, torch.nn.ModuleList())
+    if shared is not None:
+        for name, child in shared.named_children():
+            if name not in BLOCK_LISTS:
+                setattr(bare, name, child)
+        for name, param in shared.named_parameters(recurse=False):
+            setattr(bare, name, param)
     return bare
+
+
+class _InRhythm:
+    """The floor called as a generation calls the model: plain Inductor's full model at the
+    schedule's computed steps, the non-block model at the others, in step order. Unlike the
+    floor bound's medians, each step then runs after what the step before it ran (the caches
+    after a full step, a generation's start), as a forecasting row's steps do."""
+
+    def __init__(self, full: Callable, bare: Callable, schedule: list[int]) -> None:
+        self.full, self.bare, self.computed = full, bare, frozenset(schedule)
+        self.step = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        fn = self.full if self.step in self.computed else self.bare
+        self.step += 1
+        return fn(**kwargs)
+
+    def reset(self) -> None:
+        self.step = 0
+
+
+def in_rhythm_floor_row(inductor: Row, floor: Row, schedule: list[int]) -> Row:
+    """A row timing `_InRhythm` (both models are compiled already: no warm-up of its own)."""
+    rhythm = _InRhythm(inductor.call, floor.call, schedule)
+    return Row("floor-in-rhythm", "the floor in a generation's rhythm", rhythm, sorted(schedule),
+               compiled=True, kind="rhythm", reset=rhythm.reset)
 
 
 def floor_bound(row: Row, full_step: float, non_block_step: float, steps: int) -> float | None:
@@ -543,7 +581,7 @@ def run(args, keys: list[str]) -> int:
     _print_setup(args, model, load_before)
     notes: list[str] = []
     rows = make_rows(keys, model, args.steps, args.compiler, notes, noise, inputs)
-    rows.append(non_block_floor_row(args.size, args.steps, args.compiler))
+    rows.append(non_block_floor_row(args.size, args.steps, args.compiler, model))
     for note in notes:
         print("note:", note)
     flops = _step_flops(model, noise, inputs, rows)
@@ -552,18 +590,25 @@ def run(args, keys: list[str]) -> int:
     floor_row = next((r for r in rows if r.kind == "floor"), None)
     rows = [r for r in rows if r.kind != "floor"]
     by_key = {r.key: r for r in rows}
+    # The floor in rhythm, on the schedule of the first taylorseer row with a fixed one.
+    fixed = next((r for r in rows if r.kind == "ts" and r.options.adaptive is None), None)
+    rhythm_row = (in_rhythm_floor_row(by_key["inductor"], floor_row, fixed.schedule)
+                  if fixed is not None and floor_row is not None and "inductor" in by_key
+                  else None)
+    floors = [r for r in (floor_row, rhythm_row) if r is not None]
     for r in rows:  # FLOPs of the compiled peers = their eager twins'
         twin = by_key.get(r.key.replace("compiled", "eager"))
         if r.flops_gen is None and twin is not None:
             r.flops_gen = twin.flops_gen
     ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
-    references = _timed_generations(rows + ([floor_row] if floor_row else []), noise, inputs,
-                                    args.steps, args.repeats)
+    references = _timed_generations(rows + floors, noise, inputs, args.steps, args.repeats)
     load_after = os.getloadavg()
     _read_counts(rows, ts_before, args.repeats, notes)
     _print_table(args, rows, by_key, floor_row, flops)
+    if rhythm_row is not None:
+        print_in_rhythm(rows, rhythm_row)
     if args.per_step:
-        print_per_step(rows, by_key.get("inductor"), floor_row, args.steps)
+        print_per_step(rows, by_key.get("inductor"), floors, args.steps)
     if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
         a, b = references["ts-dsched-o2-block"], references["diffusers-eager"]
         print(f"ts-dsched-o2-block vs diffusers-eager final latents: max |diff| "
@@ -577,7 +622,19 @@ def run(args, keys: list[str]) -> int:
     return 0
 
 
-def print_per_step(rows: list[Row], inductor: Row | None, floor_row: Row | None,
+def print_in_rhythm(rows: list[Row], rhythm: Row) -> None:
+    """The floor in a generation's rhythm (`_InRhythm`) against each row on its schedule."""
+    floor_time = median(rhythm.call_times)
+    print(f"floor in rhythm: {floor_time * 1e3:.2f} ms per generation of model calls (median; "
+          f"plain Inductor's full model at the {len(rhythm.schedule)} computed steps of the "
+          f"schedule below, the non-block model at the others, called in step order, timed in "
+          f"the same round-robin)")
+    for r in rows:
+        if r.kind in ("ts", "diffusers", "cachedit") and sorted(r.schedule) == rhythm.schedule:
+            print(f"{r.key}: {floor_time / median(r.call_times):.2f} of the floor in rhythm")
+
+
+def print_per_step(rows: list[Row], inductor: Row | None, floors: list[Row],
                    steps: int) -> None:
     """Median time of each step index per row (C: a computed step of that row), and per row
     the floor bound built from the same per-step medians: plain Inductor's step k where the row
@@ -587,7 +644,8 @@ def print_per_step(rows: list[Row], inductor: Row | None, floor_row: Row | None,
     def per_step(row: Row) -> list[float]:
         return [median(g[k] for g in row.step_times) * 1e3 for k in range(steps)]
 
-    cols = [r for r in rows if r.step_times] + ([floor_row] if floor_row else [])
+    floor_row = next((r for r in floors if r.kind == "floor"), None)
+    cols = [r for r in rows if r.step_times] + floors
     meds = {r.key: per_step(r) for r in cols}
     table = [[k] + [f"{meds[r.key][k]:.3f}" + (" C" if r.kind != "floor" and k in r.schedule
                                                else "") for r in cols] for k in range(steps)]

@@ -79,10 +79,17 @@ def test_per_step_table_marks_the_computed_steps_and_bounds_from_its_medians(cap
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
     assert [int(c[0]) for c in cells] == list(range(6)), part
     header = [c.strip() for c in part.splitlines()[1].strip("|").split("|")]
-    assert header == ["step", "inductor", "ts-N3-o1-block", "non-block"], header
+    assert header == ["step", "inductor", "ts-N3-o1-block", "non-block", "floor-in-rhythm"], header
     ts = [c[2] for c in cells]
     assert [k for k, c in enumerate(ts) if c.endswith(" C")] == [0, 1, 2, 5], ts  # warm-up 3
     assert all(c[1].endswith(" C") and not c[3].endswith(" C") for c in cells)
+    # the floor in rhythm runs the full model exactly where the row computes
+    assert [k for k, c in enumerate(cells) if c[4].endswith(" C")] == [0, 1, 2, 5], cells
+    rhythm_ms = [float(c[4].split()[0]) for c in cells]  # full steps there, non-block ones not
+    assert min(rhythm_ms[k] for k in (0, 1, 2, 5)) > max(rhythm_ms[k] for k in (3, 4)), cells
+    rhythm = re.search(r"floor in rhythm: ([\d.]+) ms per generation", out)
+    assert rhythm and float(rhythm[1]) > 0, out
+    assert re.search(r"ts-N3-o1-block: [\d.]+ of the floor in rhythm", out), out
     ms = lambda cell: float(cell.split()[0])  # noqa: E731
     total = sum(ms(c[2]) for c in cells)
     bound = sum(ms(c[1]) if k in (0, 1, 2, 5) else ms(c[3]) for k, c in enumerate(cells))
