@@ -10,7 +10,7 @@ InTurn = Callable[[Callable[[], Any]], Any]
 
 
 class _Stopped(Exception):
-    """Another thread failed, or the turn never came: this thread stops quietly."""
+    """Another thread failed: this thread stops quietly (that error is the one raised)."""
 
 
 def take_turns(*workers: Callable[[InTurn], None], timeout: float = 120) -> None:
@@ -22,7 +22,9 @@ def take_turns(*workers: Callable[[InTurn], None], timeout: float = 120) -> None
 
     def turn_of(k: int) -> InTurn:
         def in_turn(fn: Callable[[], Any]) -> Any:
-            if not turns[k].acquire(timeout=timeout) or errors:
+            if not turns[k].acquire(timeout=timeout):  # a worker ended with turns left to pass
+                raise TimeoutError(f"worker {k}: its turn did not come within {timeout} s")
+            if errors:
                 raise _Stopped
             try:
                 return fn()
