@@ -125,7 +125,7 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
     compiled = torch.compile(model, backend="taylorseer", options={
         "schedule": schedule, "order": order, "state_dtype": state_dtype, "num_steps": STEPS,
         "compiler": compiler, **shared})
-    floor = torch.compile(speed.non_block_model(size, model), backend=compiler,
+    floor = torch.compile(speed.non_block_model(model), backend=compiler,
                           options=dict(shared) or None)  # under the same variant
     computed = set(computed_steps(TaylorSeerOptions(schedule=schedule, num_steps=STEPS), STEPS))
     forecast, non_block = [], []
@@ -156,7 +156,7 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
         # The floor's graph inside its own steps: a second non-block model whose compiled graph
         # is timed (a wrapper on the timed model only, so the ratio above is not touched).
         floor_graph = _TimedCompiler(compiler)
-        floor_timed = torch.compile(speed.non_block_model(size, model), backend=floor_graph,
+        floor_timed = torch.compile(speed.non_block_model(model), backend=floor_graph,
                                     options=dict(shared) or None)
         speed.sample(floor_timed, noise, inputs, STEPS)  # compiles
         floor_graph.times.clear()

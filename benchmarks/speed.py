@@ -320,33 +320,22 @@ def make_rows(keys: list[str], model, steps: int, compiler: str, notes: list[str
     return rows
 
 
-def non_block_floor_row(size: str, steps: int, compiler: str,
-                        model: torch.nn.Module | None = None) -> Row:
+def non_block_floor_row(model: torch.nn.Module, steps: int, compiler: str) -> Row:
     """The method's floor for a forecast step: the same model with its block lists emptied
     (embedders, norm_out, proj_out), compiled the same way and timed in the same round-robin.
     Its output is not the model's; only its step time is used."""
     return Row(FLOOR_ROW, f"non-block step ({compiler})",
-               compile_isolated(non_block_model(size, model), backend=compiler),
+               compile_isolated(non_block_model(model), backend=compiler),
                list(range(steps)), compiled=True, kind="floor")
 
 
-BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
-
-
-def non_block_model(size: str, shared: torch.nn.Module | None = None) -> torch.nn.Module:
-    """The benchmark model with both block lists emptied (a new module: a compiled model does
-    not deepcopy). With `shared` (the benchmark model), its other layers are `shared`'s own, so
-    the floor reads the very weight tensors a forecast step reads (in a generation's rhythm,
-    what the full step before it left in the caches)."""
-    bare = build_model(size)[0]
-    for name in BLOCK_LISTS:
-        setattr(bare, name, torch.nn.ModuleList())
-    if shared is not None:
-        for name, child in shared.named_children():
-            if name not in BLOCK_LISTS:
-                setattr(bare, name, child)
-        for name, param in shared.named_parameters(recurse=False):
-            setattr(bare, name, param)
+def non_block_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with both block lists emptied: a shallow copy sharing every other layer, so the
+    floor reads the very weight tensors a forecast step reads (in a generation's rhythm, what
+    the full step before it left in the caches). As gpu_perf.py builds its floor."""
+    bare = copy.copy(model)
+    bare._modules = dict(model._modules, transformer_blocks=torch.nn.ModuleList(),
+                         single_transformer_blocks=torch.nn.ModuleList())
     return bare
 
 
@@ -581,7 +570,7 @@ def run(args, keys: list[str]) -> int:
     _print_setup(args, model, load_before)
     notes: list[str] = []
     rows = make_rows(keys, model, args.steps, args.compiler, notes, noise, inputs)
-    rows.append(non_block_floor_row(args.size, args.steps, args.compiler, model))
+    rows.append(non_block_floor_row(model, args.steps, args.compiler))
     for note in notes:
         print("note:", note)
     flops = _step_flops(model, noise, inputs, rows)
