@@ -206,3 +206,5 @@ def test_call_overhead_counts_the_guards(capsys):
     assert 0 < on_tree < total, out
     assert re.search(r"TENSOR_MATCH \d+", out)  # the parameters' guards are among them
     assert re.search(r"module check: [\d.]+ ms per generation \(\d+ modules\)", out)
+    assert re.search(r"a full comparison \(a write that changes nothing, then the fingerprint "
+                     r"retaken\): [\d.]+ ms", out)
