@@ -595,7 +595,7 @@ def run(args, keys: list[str]) -> int:
     _read_counts(rows, ts_before, args.repeats, notes)
     _print_table(args, rows, by_key, floor_row, flops)
     if rhythm_row is not None:
-        print_in_rhythm(rows, rhythm_row)
+        print_in_rhythm(rows, rhythm_row, by_key["inductor"], floor_row, args.steps)
     if args.per_step:
         print_per_step(rows, by_key.get("inductor"), floors, args.steps)
     if "ts-dsched-o2-block" in references and "diffusers-eager" in references:
@@ -611,13 +611,20 @@ def run(args, keys: list[str]) -> int:
     return 0
 
 
-def print_in_rhythm(rows: list[Row], rhythm: Row) -> None:
-    """The floor in a generation's rhythm (`_InRhythm`) against each row on its schedule."""
+def print_in_rhythm(rows: list[Row], rhythm: Row, inductor: Row, floor: Row, steps: int) -> None:
+    """The floor in a generation's rhythm (`_InRhythm`) against each row on its schedule, and
+    against the table's bound: the floor itself, called as a generation calls it, is that far
+    from the bound its own two models give."""
     floor_time = median(rhythm.call_times)
     print(f"floor in rhythm: {floor_time * 1e3:.2f} ms per generation of model calls (median; "
           f"plain Inductor's full model at the {len(rhythm.schedule)} computed steps of the "
           f"schedule below, the non-block model at the others, called in step order, timed in "
           f"the same round-robin)")
+    computed = len(rhythm.schedule)
+    bound = (computed * median(inductor.compute_step)
+             + (steps - computed) * median(floor.compute_step))
+    print(f"floor in rhythm: {bound / floor_time:.2f} of the table's floor bound "
+          f"({bound * 1e3:.2f} ms)")
     for r in rows:
         if r.kind in ("ts", "diffusers", "cachedit") and sorted(r.schedule) == rhythm.schedule:
             print(f"{r.key}: {floor_time / median(r.call_times):.2f} of the floor in rhythm")

@@ -90,6 +90,13 @@ def test_per_step_table_marks_the_computed_steps_and_bounds_from_its_medians(cap
     rhythm = re.search(r"floor in rhythm: ([\d.]+) ms per generation", out)
     assert rhythm and float(rhythm[1]) > 0, out
     assert re.search(r"ts-N3-o1-block: [\d.]+ of the floor in rhythm", out), out
+    # the floor in rhythm against the table's bound, from the table's own two step times
+    steps_line = re.search(r"non-block step: ([\d.]+) ms .* Inductor's full step ([\d.]+) ms", out)
+    own = re.search(r"floor in rhythm: ([\d.]+) of the table's floor bound \(([\d.]+) ms\)", out)
+    assert steps_line and own, out
+    expected = 4 * float(steps_line[2]) + 2 * float(steps_line[1])  # 4 computed of 6
+    assert abs(float(own[2]) - expected) < 0.01, out
+    assert abs(float(own[1]) - float(own[2]) / float(rhythm[1])) < 0.02, out
     ms = lambda cell: float(cell.split()[0])  # noqa: E731
     total = sum(ms(c[2]) for c in cells)
     bound = sum(ms(c[1]) if k in (0, 1, 2, 5) else ms(c[3]) for k, c in enumerate(cells))
