@@ -288,6 +288,7 @@ def count_guards(size: str) -> None:
     from collections import Counter
 
     import speed
+    from ts_compile._compat import compile_isolated
     from ts_compile.module_guards import ModuleSnapshot
 
     model, noise, inputs = speed.build_model(size)
@@ -310,6 +311,18 @@ def count_guards(size: str) -> None:
         assert not snapshot.changes(model)
     print(f"skip_module_guards' module check: {(time.perf_counter() - t0) / 20 * 1e3:.2f} ms per "
           f"generation ({len(snapshot.modules)} modules)")
+    # Where it runs: at a generation's first step, after other work has left the module tree's
+    # objects out of the caches. A full step of plain Inductor before each check stands for it.
+    full = compile_isolated(model, backend="inductor")
+    spent = 0.0
+    with torch.no_grad():
+        full(**inputs(noise, 0.5))  # compiles
+        for _ in range(20):
+            full(**inputs(noise, 0.5))
+            t0 = time.perf_counter()
+            assert not snapshot.changes(model)
+            spent += time.perf_counter() - t0
+    print(f"the same check right after a full step (plain Inductor): {spent / 20 * 1e3:.2f} ms")
     # A write that changes nothing the graph reads (an equal value, another object): the
     # fingerprint differs, so the facts are compared in full once, and the fingerprint retaken.
     spent = 0.0

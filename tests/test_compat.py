@@ -150,3 +150,28 @@ def test_a_dict_version_reader_is_used_only_where_the_tag_changes(monkeypatch):
     assert _compat.dict_version_reader() is None
     monkeypatch.delattr(dynamo_guards, "dict_version")  # a torch without the reader
     assert _compat.dict_version_reader() is None
+
+
+def test_a_tensor_layout_check_is_used_only_where_it_tells_changes_apart(monkeypatch):
+    """`module_guards` checks the parameters' layouts with torch's TensorGuards where it behaves
+    as the probe expects (the Python fallback is tested in tests/test_guard_filter.py)."""
+    import torch._C._dynamo.guards as dynamo_guards
+
+    from ts_compile import _compat
+
+    if _compat.TENSOR_LAYOUT_CHECK is not None:
+        a, b = torch.zeros(2, 3), torch.zeros(4)
+        check = _compat.TENSOR_LAYOUT_CHECK([a, b])
+        assert check(a, b) and not check(a.t(), b) and not check(a, b.float().double())
+
+    class Blind:  # a check that never sees a change
+        def __init__(self, *tensors, **kwargs):
+            pass
+
+        def check(self, *tensors):
+            return True
+
+    monkeypatch.setattr(dynamo_guards, "TensorGuards", Blind)
+    assert _compat.tensor_layout_checker() is None
+    monkeypatch.delattr(dynamo_guards, "TensorGuards")  # a torch without it
+    assert _compat.tensor_layout_checker() is None

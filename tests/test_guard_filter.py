@@ -259,24 +259,66 @@ def _edits():
     def dict_entry_removed(m):
         del m.inner._modules["post"]
 
-    return [attribute, submodule, parameter, layout, buffer, hook, dict_entry_removed]
+    def dtype(m):  # the same Parameter object, now in float64
+        m.inner.post.weight.data = m.inner.post.weight.detach().double()
+
+    def shape(m):  # the same buffer-less Parameter object, one row fewer
+        m.inner.post.bias.data = m.inner.post.bias.detach()[1:].clone()
+
+    return [attribute, submodule, parameter, layout, buffer, hook, dict_entry_removed, dtype,
+            shape]
 
 
+@pytest.mark.parametrize("layouts", ["torch's check", "python"])
 @pytest.mark.parametrize("reader", ["dict versions", "identities"])
 @pytest.mark.parametrize("edit", _edits(), ids=lambda f: f.__name__)
-def test_the_snapshot_sees_each_edit_with_either_fingerprint(edit, reader, monkeypatch):
+def test_the_snapshot_sees_each_edit_with_either_fingerprint(edit, reader, layouts, monkeypatch):
     from ts_compile import _compat, module_guards
 
     if reader == "identities":  # what a Python without dict version tags reads
         monkeypatch.setattr(_compat, "DICT_VERSION", None)
     elif _compat.DICT_VERSION is None:
         pytest.skip("this Python has no dict version tags")
+    if layouts == "python":  # what a torch without TensorGuards reads
+        monkeypatch.setattr(_compat, "TENSOR_LAYOUT_CHECK", None)
+    elif _compat.TENSOR_LAYOUT_CHECK is None:
+        pytest.skip("this torch has no usable TensorGuards")
     model = _Scaled()
     snapshot = module_guards.ModuleSnapshot(model)
     assert snapshot.changes(model) == [] and snapshot.fingerprint.unchanged()
     edit(model)
     assert not snapshot.fingerprint.unchanged()
     assert snapshot.changes(model), "an edit went unseen"
+
+
+def test_a_tied_weight_is_checked_once_and_its_edits_are_still_seen():
+    """One Parameter in two modules (tied weights): torch's layout check refuses a tensor given
+    twice, so the fingerprint lists each tensor once; it must not read as changed every time."""
+    from ts_compile import module_guards
+
+    model = _Scaled()
+    model.tied = torch.nn.Linear(SPEC.width, SPEC.width)
+    model.tied.weight = model.inner.post.weight
+    snapshot = module_guards.ModuleSnapshot(model)
+    assert snapshot.fingerprint.unchanged()
+    model.tied.weight.data = model.tied.weight.detach().double()
+    assert not snapshot.fingerprint.unchanged()
+    assert snapshot.changes(model), "an edit of a tied weight went unseen"
+
+
+def test_another_dispatch_state_costs_one_comparison_then_holds():
+    """torch's layout check includes the thread's dispatch keys: a snapshot taken under no_grad,
+    checked under inference_mode, is compared once (nothing changed: no error) and retaken."""
+    from ts_compile import module_guards
+
+    model = _Scaled()
+    with torch.no_grad():
+        snapshot = module_guards.ModuleSnapshot(model)
+    with torch.inference_mode():
+        assert snapshot.changes(model) == []
+        assert snapshot.fingerprint.unchanged()
+        model.scale = 2.0
+        assert snapshot.changes(model) == ["the model.scale: 1.0 -> 2.0"]
 
 
 def test_a_write_that_changes_nothing_is_compared_once_and_later_edits_are_still_seen():

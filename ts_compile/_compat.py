@@ -89,6 +89,39 @@ def dict_version_reader() -> Callable[[dict], int] | None:
 DICT_VERSION = dict_version_reader()
 
 
+def tensor_layout_checker() -> Callable[[list[torch.Tensor]], Callable[..., bool]] | None:
+    """torch's C++ check of tensors' layouts (`torch._C._dynamo.guards.TensorGuards`, what
+    Dynamo's tensor guards are made of), if it behaves here as `module_guards` needs: made from
+    a list of distinct tensors, its `check(*tensors)` is True while each still has its type,
+    dtype, device, shape, strides and requires_grad (and dispatch keys, which include the
+    thread's dispatch state), and False after a change. One C++ call instead of four Python
+    reads per tensor. None where it is missing or fails the probe: the layouts are then read
+    in Python."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+    except ImportError:
+        return None
+
+    def make(tensors: list[torch.Tensor]) -> Callable[..., bool]:
+        sizes = [list(t.shape) for t in tensors]
+        strides = [list(t.stride()) for t in tensors]
+        return TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides).check
+
+    try:
+        a, b = torch.nn.Parameter(torch.zeros(2, 3)), torch.zeros(4)
+        check = make([a, b])
+        same = check(a, b)
+        a.data = torch.zeros(3, 2).t()  # the same Parameter, its layout swapped under it
+        changed = [check(a, b), check(a, b.double()), check(a, torch.zeros(5)),
+                   check(a, torch.nn.Parameter(torch.zeros(4)))]
+    except Exception:  # noqa: BLE001 - any failure means: read the layouts in Python
+        return None
+    return make if same is True and not any(changed) else None
+
+
+TENSOR_LAYOUT_CHECK = tensor_layout_checker()
+
+
 def innermost_backend(callback: Any) -> Any:
     """The backend function inside Dynamo's callback wrappers (torch 2.13 has this helper as
     `torch._dynamo.eval_frame.innermost_backend`; 2.10 does not, so follow the chain here)."""

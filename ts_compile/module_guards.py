@@ -34,11 +34,11 @@ from . import _compat
 __all__ = ["ModelEditedError", "ModuleSnapshot", "skip_module_guards"]
 
 _TREE_DICTS = ("_parameters", "_buffers", "_modules")
+# The hooks dicts Dynamo guards (torch/_dynamo/variables/nn_module.py): the ones a forward runs.
+# `_forward_hooks_always_called` only flags entries of `_forward_hooks`; the state-dict hooks
+# never run in a forward.
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-               "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
-               "_load_state_dict_pre_hooks", "_state_dict_pre_hooks",
-               "_load_state_dict_post_hooks")
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
 
 
 class ModelEditedError(RuntimeError):
@@ -86,21 +86,27 @@ class _Fingerprint:
 
     Which dicts, hooks dicts and tensors to read is fixed when the fingerprint is taken; that is
     enough, since any replaced one changes its parent's dict. Everything is read with C-level
-    iteration (`map`, `chain`), not a Python loop per module: ~0.1 ms per generation for the
-    139 modules of the tiny FLUX model with version tags, ~0.3 ms with identities
-    (`benchmarks/call_overhead.py --count-guards`). A changed fingerprint is only a reason to
-    compare the facts (`ModuleSnapshot.changes`)."""
+    iteration (`map`, `chain`), not a Python loop per module, and the tensors' layouts with one
+    C++ call (`_compat.TENSOR_LAYOUT_CHECK`) where torch has it: ~0.06 ms per generation for the
+    139 modules of the tiny FLUX model (`benchmarks/call_overhead.py --count-guards`), more
+    between real steps, whose kernels leave these objects out of the caches. A changed
+    fingerprint is only a reason to compare the facts (`ModuleSnapshot.changes`); the layout
+    check also fails when the thread's dispatch state differs from when it was taken (e.g.
+    `torch.inference_mode` against `torch.no_grad`), which costs one comparison."""
 
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         attrs = [vars(module) for module in modules]
         self.dicts = attrs + [a[name] for a in attrs for name in _TREE_DICTS]
         self.hooks = [a[name] for a in attrs for name in _HOOK_DICTS if name in a]
-        self.tensors = [t for a in attrs for name in _TREE_DICTS for t in a[name].values()
-                        if isinstance(t, torch.Tensor)]
+        # Each tensor once (a tied weight sits in two modules; the C++ check refuses repeats).
+        self.tensors = list({id(t): t for a in attrs for name in _TREE_DICTS
+                             for t in a[name].values() if isinstance(t, torch.Tensor)}.values())
         self.dict_version = _compat.DICT_VERSION
         # Without version tags the values are compared by id: hold them, so that no id is reused.
         self.alive = (None if self.dict_version is not None else
                       list(chain.from_iterable(map(dict.values, self.dicts))))
+        make_check = _compat.TENSOR_LAYOUT_CHECK
+        self.layouts_unchanged = None if make_check is None else make_check(self.tensors)
         self.value = self.read()
 
     def read(self) -> tuple:
@@ -109,8 +115,12 @@ class _Fingerprint:
         else:
             values = chain.from_iterable(map(dict.values, self.dicts))
             tree = list(chain.from_iterable(self.dicts)), list(map(id, values))
-        return (tree, list(map(len, self.hooks)), list(map(_LAYOUT, self.tensors)),
-                list(map(torch.Tensor.stride, self.tensors)))
+        if self.layouts_unchanged is not None:
+            layouts = self.layouts_unchanged(*self.tensors)
+        else:
+            layouts = (list(map(_LAYOUT, self.tensors)),
+                       list(map(torch.Tensor.stride, self.tensors)))
+        return tree, list(map(len, self.hooks)), layouts
 
     def unchanged(self) -> bool:
         return self.read() == self.value
