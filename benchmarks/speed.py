@@ -658,6 +658,15 @@ def print_per_step(rows: list[Row], inductor: Row | None, floors: list[Row],
         total = sum(meds[r.key])
         print(f"{r.key}: sum of per-step medians {total:.2f} ms, floor bound from the same "
               f"medians {bound:.2f} ms: {bound / total:.2f} of the floor")
+        forecast = [k for k in range(steps) if k not in r.schedule]
+        rhythm = next((f for f in floors if f.kind == "rhythm" and f.schedule == r.schedule), None)
+        if forecast and rhythm is not None:  # the same steps of the floor in rhythm: non-block
+            own, there = (median(meds[key][k] for k in forecast) for key in (r.key, rhythm.key))
+            loop = median(bare[k] for k in forecast)
+            print(f"{r.key}: forecast steps {own:.3f} ms (median of their per-step medians); "
+                  f"the floor in rhythm's non-block steps at the same indices {there:.3f} ms "
+                  f"({own / there:.2f}x), the non-block step in its own loop {loop:.3f} ms "
+                  f"({own / loop:.2f}x)")
 
 
 def _print_setup(args, model, load_before: tuple[float, float, float]) -> None:

@@ -105,6 +105,14 @@ def test_per_step_table_marks_the_computed_steps_and_bounds_from_its_medians(cap
     assert found, part
     assert abs(float(found[1]) - total) < 0.02 and abs(float(found[2]) - bound) < 0.02, part
     assert abs(float(found[3]) - bound / total) < 0.02, part
+    # its forecast steps (3, 4) against the floor in rhythm's and the loop's at those indices
+    pair = re.search(r"ts-N3-o1-block: forecast steps ([\d.]+) ms .* same indices ([\d.]+) ms "
+                     r"\(([\d.]+)x\), the non-block step in its own loop ([\d.]+) ms", part)
+    assert pair, part
+    mid = lambda a, b: (a + b) / 2  # noqa: E731 - the median of two
+    assert abs(float(pair[1]) - mid(ms(cells[3][2]), ms(cells[4][2]))) < 0.002, part
+    assert abs(float(pair[2]) - mid(ms(cells[3][4]), ms(cells[4][4]))) < 0.002, part
+    assert abs(float(pair[4]) - mid(ms(cells[3][3]), ms(cells[4][3]))) < 0.002, part
 
 
 def test_free_tensors_flag_applies_to_every_row_and_the_rows_still_run(capsys):
