@@ -13,11 +13,13 @@ import warnings
 
 import pytest
 import torch
+from diffusers.utils.peft_utils import apply_lora_scale
 from torch import nn
 
 import ts_compile
 from ts_compile import stepping
 from ts_compile.api import controller_of
+from ts_compile.backend import _input_labels
 from ts_compile.lane import LATE_CLOCK
 
 from .conftest import backend_kwargs, compile_ts
@@ -94,6 +96,42 @@ def test_cfg_as_two_calls_per_step_gets_one_state_per_branch():
     stats = ts_compile.stats(compiled)
     assert stats["second_calls"] == 10 and stats["contexts"] == ["default", "default:1"]
     assert stats["forecast_steps"] == 2 * (10 - len(refs["c"].computed_steps)) > 0
+
+
+class WrappedCondModel(CondModel):
+    """CondModel with its forward behind diffusers' `apply_lora_scale`, a `(self, *args,
+    **kwargs)` wrapper (48 diffusers transformers, FLUX among them): the frame Dynamo compiles
+    names no argument, yet the latent and the time must still be found."""
+
+    @apply_lora_scale("attention_kwargs")
+    def forward(self, x, t, cond):
+        return self.inner(x + cond, t)
+
+
+@pytest.mark.parametrize("by", ["keywords", "position"])
+def test_cfg_as_two_calls_through_a_wrapped_forward_gets_one_state_per_branch(by):
+    model = WrappedCondModel()
+    x, cond = make_inputs(SPEC), conds()
+    compiled = compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP)
+    refs = {"c": reference(model), "u": reference(model)}
+    if by == "keywords":
+        call = lambda n, x, t, c: compiled(x=x, t=t, cond=c)  # noqa: E731
+    else:
+        call = lambda n, x, t, c: compiled(x, t, c)  # noqa: E731
+    with torch.no_grad(), warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        want = cfg_generation(lambda n, *a: refs[n](*a), x, 10, cond)
+        got = cfg_generation(call, x, 10, cond)
+    for k, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"call {k}: {m}")
+    assert ts_messages(record) == []
+    stats = ts_compile.stats(compiled)
+    assert stats["second_calls"] == 10 and stats["contexts"] == ["default", "default:1"]
+    runtime = controller_of(compiled).runtimes[0]  # placed by the latent and the time inputs
+    labels = _input_labels(runtime.graphs)
+    first, second = ("['x']", "['t']") if by == "keywords" else ("['args'][0]", "['args'][1]")
+    assert labels[runtime.latent_index].endswith(first), labels
+    assert labels[runtime.clock_index].endswith(second), labels
 
 
 def test_cfg_named_with_branch_matches_reference():

@@ -13,6 +13,7 @@ backend warns once and returns a correct plain compile of the same graph.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import re
 import weakref
@@ -74,13 +75,30 @@ def _module_being_compiled() -> torch.nn.Module | None:
     return None
 
 
-def _latent_input_name() -> str | None:
-    """The first argument of the traced forward (the latent: `hidden_states`, `x`, ...); None
-    for a resume function after a graph break, whose arguments are intermediate values."""
+def _forward_argument_names() -> list[str]:
+    """The traced forward's positional argument names, `self` left out; [] for a resume function
+    after a graph break, whose arguments are intermediate values.
+
+    A frame that names none (a `(self, *args, **kwargs)` wrapper: diffusers' `apply_lora_scale`
+    wraps the forward of FLUX, SD3, Wan and 45 other transformers) gives those of the forward
+    it wraps (`inspect.signature` follows `functools.wraps`)."""
     root = _root_frame()
     if root is None or root.f_code.co_name.startswith("torch_dynamo_resume_in_"):
-        return None
-    names = [n for n in root.f_code.co_varnames[:root.f_code.co_argcount] if n != "self"]
+        return []
+    code = root.f_code
+    names = [n for n in code.co_varnames[:code.co_argcount] if n != "self"]
+    owner = root.f_locals.get("self")
+    if names or not isinstance(owner, torch.nn.Module):
+        return names
+    try:
+        params = inspect.signature(owner.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin, a C extension)
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _latent_input_name(names: Sequence[str]) -> str | None:
+    """The first argument of the traced forward (the latent: `hidden_states`, `x`, ...)."""
     return names[0] if names else None
 
 
@@ -131,17 +149,25 @@ def _input_labels(graphs) -> list[str]:
 
 
 _ARGUMENT_NAME = re.compile(r"\[['\"]([^'\"]+)['\"]\]$")  # L['x'], L['kwargs']['x'] -> x
+_WRAPPED_POSITION = re.compile(r"^L\[['\"]args['\"]\]\[(\d+)\]$")  # a wrapper's L['args'][0]
 
 
-def tensor_input_positions(graphs, example_inputs: Sequence[Any]) -> dict[str, int]:
+def tensor_input_positions(graphs, example_inputs: Sequence[Any],
+                           argument_names: Sequence[str] = ()) -> dict[str, int]:
     """Argument name -> position among the graph's inputs, for the tensors Dynamo's sources
-    name (parameters and buffers are no arguments)."""
+    name (parameters and buffers are no arguments). `argument_names`: the forward's, which name
+    what a `(self, *args, **kwargs)` wrapper passed by position."""
     named = []
     for index, label in enumerate(_input_labels(graphs)):
+        if not isinstance(example_inputs[index], torch.Tensor):
+            continue
         found = _ARGUMENT_NAME.search(label)
-        if (found and isinstance(example_inputs[index], torch.Tensor)
-                and "_parameters[" not in label and "_buffers[" not in label):
+        if found and "_parameters[" not in label and "_buffers[" not in label:
             named.append((found.group(1), index))
+            continue
+        found = _WRAPPED_POSITION.match(label)
+        if found and int(found.group(1)) < len(argument_names):
+            named.append((argument_names[int(found.group(1))], index))
     return first_positions(named)
 
 
@@ -287,7 +313,8 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
-    positions = tensor_input_positions(graphs, example_inputs)
+    argument_names = _forward_argument_names()
+    positions = tensor_input_positions(graphs, example_inputs, argument_names)
     labels = [label for label in _input_labels(graphs) if "parameters" not in label]
     time_index = time_position(positions, settings, inputs=labels)  # fails before compiling
     clock_index = clock_position(positions, settings)
@@ -302,7 +329,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
     attach_to_diffusers_model(module, controller)
     runtime = GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
-        latent_index=positions.get(_latent_input_name()),
+        latent_index=positions.get(_latent_input_name(argument_names)),
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))
