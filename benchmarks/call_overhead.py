@@ -45,6 +45,13 @@ Variants (--variants, comma-separated):
                        trim threshold / top pad 1 GiB): by default every tensor over the dynamic
                        mmap threshold is mapped fresh (page faults on first touch) and unmapped
                        when freed, both models alike
+  replayed-runtime     measurement only, the taylorseer model only: in the first timed
+                       generations (the forecast step and ratio columns), each step calls the
+                       graph the runtime called at that step of a recorded generation, with the
+                       same state inputs, skipping the runtime (no placement, no state, no
+                       scalar write: the outputs are not the model's). What the runtime costs a
+                       forecast step between real steps: its own time, and what its touching
+                       memory costs Dynamo and the graph around it
   ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
 """
 
@@ -69,7 +76,7 @@ sys.path.insert(0, HERE)
 LEVERS = ("default", "ts-module-guards", "skip-module-guards", "keep-param-guards",
           "recursive-dict-tags",
           "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval", "cpp-wrapper",
-          "state-bf16", "order-0", "order-1", "heap-malloc")
+          "state-bf16", "order-0", "order-1", "heap-malloc", "replayed-runtime")
 # heap-malloc: read by glibc at process start, so set in the child's environment, not in-process
 HEAP_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
                    "MALLOC_TOP_PAD_": str(1 << 30)}
@@ -137,11 +144,16 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
         stance = None
         if "skip-guard-eval" in levers:
             stance = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+        replay = _Replayed(compiled, runtime, noise, inputs) if "replayed-runtime" in levers else None
         try:
             for _ in range(repeats):
                 ts_compile.reset(compiled)
                 times: list[float] = []
-                speed.sample(compiled, noise, inputs, STEPS, times)
+                if replay is None:
+                    speed.sample(compiled, noise, inputs, STEPS, times)
+                else:
+                    with replay:
+                        speed.sample(compiled, noise, inputs, STEPS, times)
                 forecast += [t for k, t in enumerate(times) if k not in computed]
                 times = []
                 speed.sample(floor, noise, inputs, STEPS, times)
@@ -229,6 +241,65 @@ class _InSitu:
         return (median(g for k, g, _ in self.steps if k - 1 not in computed),
                 median(g for k, g, _ in self.steps if k - 1 in computed),
                 median(r for _, _, r in self.steps))
+
+
+class _Replayed:
+    """Measurement only (lever `replayed-runtime`): while the `with` block runs, every step of
+    `runtime` skips it and calls the graph it called at the same step of one recorded generation
+    (the compute graph at computed steps, the forecast graph at the others) with the same state
+    inputs; the scalars then hold whatever was written last, so the outputs are not the
+    model's, but each graph runs where it ran. One model call is one runtime call here (no graph
+    breaks), so a counter is the step."""
+
+    def __init__(self, compiled, runtime, noise, inputs) -> None:
+        import speed
+        import ts_compile
+        from ts_compile.runtime import GraphRuntime
+
+        self.runtime, self.real = runtime, GraphRuntime.__call__
+        self.calls: list[tuple] = []  # per step: (graph, what followed the user inputs)
+        graphs = runtime.compute_fn, runtime.forecast_fn
+        users: list[tuple] = []
+
+        def recording(graph):
+            def call(*args):
+                self.calls.append((graph, args[len(users[-1]):]))
+                return graph(*args)
+            return call
+
+        def counting(rt, *args):
+            users.append(args)
+            return self.real(rt, *args)
+
+        runtime.compute_fn, runtime.forecast_fn = map(recording, graphs)
+        GraphRuntime.__call__ = counting
+        try:
+            ts_compile.reset(compiled)
+            speed.sample(compiled, noise, inputs, STEPS)
+        finally:
+            (runtime.compute_fn, runtime.forecast_fn), GraphRuntime.__call__ = graphs, self.real
+        assert len(self.calls) == STEPS, "one graph call per step expected"
+        self.step = 0
+
+    def __enter__(self):
+        from ts_compile.runtime import GraphRuntime
+
+        calls, real, ours = self.calls, self.real, self.runtime
+        self.step = 0
+
+        def call(rt, *args):
+            if rt is not ours:
+                return real(rt, *args)
+            (graph, extra), self.step = calls[self.step], (self.step + 1) % STEPS
+            return graph(*args, *extra)
+
+        GraphRuntime.__call__ = call
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ts_compile.runtime import GraphRuntime
+
+        GraphRuntime.__call__ = self.real
 
 
 class _TimedCompiler:

@@ -7,6 +7,7 @@ import os
 import re
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,6 +178,14 @@ def test_forecast_step_script_runs_with_and_without_the_count(capsys):
     assert "as shipped: forecast graph alone ms" in capsys.readouterr().out
 
 
+def _call_overhead():
+    spec = importlib.util.spec_from_file_location(
+        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_call_overhead_table_has_a_row_per_variant(capsys):
     spec = importlib.util.spec_from_file_location(
         "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
@@ -198,6 +207,45 @@ def test_call_overhead_table_has_a_row_per_variant(capsys):
         assert runtime > 0 and floor_graph > 0 and floor_around > 0, cells
         assert abs(ratio - forecast / non_block) < 0.02 * ratio, cells
         assert cells[9] == "0", cells  # no recompiles
+
+
+def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
+    """The measurement-only lever: inside its block every step calls the graph the runtime
+    called at that step (compute or forecast, in the schedule's places) and the runtime counts
+    none of them; outside it, the runtime is back."""
+    import ts_compile
+    from ts_compile.api import controller_of
+    from ts_compile.runtime import GraphRuntime
+
+    call_overhead, speed = _call_overhead(), _speed()
+    steps = call_overhead.STEPS
+    schedule = speed.diffusers_schedule(steps, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
+    model, noise, inputs = speed.build_model("tiny")
+    compiled = torch.compile(model, backend="taylorseer", options={
+        "schedule": schedule, "num_steps": steps, "compiler": "eager"})
+    real = GraphRuntime.__call__
+    with torch.no_grad():
+        speed.sample(compiled, noise, inputs, steps)
+        runtime = controller_of(compiled).runtimes[0]
+        replay = call_overhead._Replayed(compiled, runtime, noise, inputs)
+        assert [k for k, (graph, _) in enumerate(replay.calls)
+                if graph is runtime.compute_fn] == schedule
+        ran = []
+
+        def logged(graph):
+            return lambda *a: ran.append("C" if graph is runtime.compute_fn else "F") or graph(*a)
+
+        replay.calls = [(logged(graph), extra) for graph, extra in replay.calls]
+        before = runtime.computed_steps, runtime.forecast_steps
+        ts_compile.reset(compiled)
+        with replay:
+            speed.sample(compiled, noise, inputs, steps)
+        assert GraphRuntime.__call__ is real
+        assert [k for k, kind in enumerate(ran) if kind == "C"] == schedule and len(ran) == steps
+        assert (runtime.computed_steps, runtime.forecast_steps) == before  # the runtime never ran
+        ts_compile.reset(compiled)
+        speed.sample(compiled, noise, inputs, steps)
+        assert runtime.forecast_steps - before[1] == steps - len(schedule)
 
 
 def test_call_overhead_refuses_an_unknown_lever():
