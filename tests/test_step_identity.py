@@ -9,6 +9,7 @@ and two conditionings.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -108,9 +109,23 @@ class WrappedCondModel(CondModel):
         return self.inner(x + cond, t)
 
 
-@pytest.mark.parametrize("by", ["keywords", "position"])
+def _passing_through(forward):
+    """A wrapper of another library's spelling: `(self, *inputs, **options)`."""
+    @functools.wraps(forward)
+    def wrapper(self, *inputs, **options):
+        return forward(self, *inputs, **options)
+    return wrapper
+
+
+class OtherWrappedCondModel(CondModel):
+    @_passing_through
+    def forward(self, x, t, cond):
+        return self.inner(x + cond, t)
+
+
+@pytest.mark.parametrize("by", ["keywords", "position", "position, *inputs"])
 def test_cfg_as_two_calls_through_a_wrapped_forward_gets_one_state_per_branch(by):
-    model = WrappedCondModel()
+    model = OtherWrappedCondModel() if by.endswith("*inputs") else WrappedCondModel()
     x, cond = make_inputs(SPEC), conds()
     compiled = compile_ts(model, order=ORDER, interval=INTERVAL, warmup=WARMUP)
     refs = {"c": reference(model), "u": reference(model)}
@@ -129,7 +144,9 @@ def test_cfg_as_two_calls_through_a_wrapped_forward_gets_one_state_per_branch(by
     assert stats["second_calls"] == 10 and stats["contexts"] == ["default", "default:1"]
     runtime = controller_of(compiled).runtimes[0]  # placed by the latent and the time inputs
     labels = _input_labels(runtime.graphs)
-    first, second = ("['x']", "['t']") if by == "keywords" else ("['args'][0]", "['args'][1]")
+    varargs = "inputs" if by.endswith("*inputs") else "args"
+    first, second = (("['x']", "['t']") if by == "keywords" else
+                     (f"['{varargs}'][0]", f"['{varargs}'][1]"))
     assert labels[runtime.latent_index].endswith(first), labels
     assert labels[runtime.clock_index].endswith(second), labels
 

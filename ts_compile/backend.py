@@ -75,26 +75,30 @@ def _module_being_compiled() -> torch.nn.Module | None:
     return None
 
 
-def _forward_argument_names() -> list[str]:
-    """The traced forward's positional argument names, `self` left out; [] for a resume function
-    after a graph break, whose arguments are intermediate values.
+def _forward_arguments() -> tuple[list[str], str | None]:
+    """(the traced forward's positional argument names, `self` left out; the name of the
+    `*args` they arrive in, if a wrapper's). ([], None) for a resume function after a graph
+    break, whose arguments are intermediate values.
 
     A frame that names none (a `(self, *args, **kwargs)` wrapper: diffusers' `apply_lora_scale`
     wraps the forward of FLUX, SD3, Wan and 45 other transformers) gives those of the forward
     it wraps (`inspect.signature` follows `functools.wraps`)."""
     root = _root_frame()
     if root is None or root.f_code.co_name.startswith("torch_dynamo_resume_in_"):
-        return []
+        return [], None
     code = root.f_code
     names = [n for n in code.co_varnames[:code.co_argcount] if n != "self"]
     owner = root.f_locals.get("self")
     if names or not isinstance(owner, torch.nn.Module):
-        return names
+        return names, None
     try:
         params = inspect.signature(owner.forward).parameters.values()
     except (TypeError, ValueError):  # no signature to read (a builtin, a C extension)
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return [], None
+    varargs = (code.co_varnames[code.co_argcount + code.co_kwonlyargcount]
+               if code.co_flags & inspect.CO_VARARGS else None)
+    return ([p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)],
+            varargs)
 
 
 def _latent_input_name(names: Sequence[str]) -> str | None:
@@ -149,14 +153,15 @@ def _input_labels(graphs) -> list[str]:
 
 
 _ARGUMENT_NAME = re.compile(r"\[['\"]([^'\"]+)['\"]\]$")  # L['x'], L['kwargs']['x'] -> x
-_WRAPPED_POSITION = re.compile(r"^L\[['\"]args['\"]\]\[(\d+)\]$")  # a wrapper's L['args'][0]
+_INDEXED_LOCAL = re.compile(r"^L\[['\"]([^'\"]+)['\"]\]\[(\d+)\]$")  # L['args'][0]
 
 
 def tensor_input_positions(graphs, example_inputs: Sequence[Any],
-                           argument_names: Sequence[str] = ()) -> dict[str, int]:
+                           argument_names: Sequence[str] = (),
+                           varargs: str | None = None) -> dict[str, int]:
     """Argument name -> position among the graph's inputs, for the tensors Dynamo's sources
-    name (parameters and buffers are no arguments). `argument_names`: the forward's, which name
-    what a `(self, *args, **kwargs)` wrapper passed by position."""
+    name (parameters and buffers are no arguments). `argument_names`, `varargs`: the forward's
+    names, and the `*args` of a wrapper that received them by position (`_forward_arguments`)."""
     named = []
     for index, label in enumerate(_input_labels(graphs)):
         if not isinstance(example_inputs[index], torch.Tensor):
@@ -165,9 +170,9 @@ def tensor_input_positions(graphs, example_inputs: Sequence[Any],
         if found and "_parameters[" not in label and "_buffers[" not in label:
             named.append((found.group(1), index))
             continue
-        found = _WRAPPED_POSITION.match(label)
-        if found and int(found.group(1)) < len(argument_names):
-            named.append((argument_names[int(found.group(1))], index))
+        found = _INDEXED_LOCAL.match(label)
+        if found and found.group(1) == varargs and int(found.group(2)) < len(argument_names):
+            named.append((argument_names[int(found.group(2))], index))
     return first_positions(named)
 
 
@@ -313,8 +318,8 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
     except NotApplicable as err:
         return _plain(gm, example_inputs, settings, controller, f"cannot apply: {err}")
 
-    argument_names = _forward_argument_names()
-    positions = tensor_input_positions(graphs, example_inputs, argument_names)
+    argument_names, varargs = _forward_arguments()
+    positions = tensor_input_positions(graphs, example_inputs, argument_names, varargs)
     labels = [label for label in _input_labels(graphs) if "parameters" not in label]
     time_index = time_position(positions, settings, inputs=labels)  # fails before compiling
     clock_index = clock_position(positions, settings)

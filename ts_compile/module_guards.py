@@ -87,9 +87,9 @@ class _Fingerprint:
     Which dicts, hooks dicts and tensors to read is fixed when the fingerprint is taken; that is
     enough, since any replaced one changes its parent's dict. Everything is read with C-level
     iteration (`map`, `chain`), not a Python loop per module, and the tensors' layouts with one
-    C++ call (`_compat.TENSOR_LAYOUT_CHECK`) where torch has it: ~0.06 ms per generation for the
-    139 modules of the tiny FLUX model (`benchmarks/call_overhead.py --count-guards`), more
-    between real steps, whose kernels leave these objects out of the caches. A changed
+    C++ call (`_compat.TENSOR_LAYOUT_CHECK`) where torch has it: ~0.05 ms per generation for the
+    139 modules of the tiny FLUX model, 0.07-0.12 ms right after a full step, whose work leaves
+    these objects out of the caches (`benchmarks/call_overhead.py --count-guards`). A changed
     fingerprint is only a reason to compare the facts (`ModuleSnapshot.changes`); the layout
     check also fails when the thread's dispatch state differs from when it was taken (e.g.
     `torch.inference_mode` against `torch.no_grad`), which costs one comparison."""
