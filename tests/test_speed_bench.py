@@ -12,12 +12,20 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _speed():
-    spec = importlib.util.spec_from_file_location(
-        "speed_bench", os.path.join(ROOT, "benchmarks", "speed.py"))
+def _load(name: str, script: str):
+    """A benchmark script as a module (benchmarks/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _speed():
+    return _load("speed_bench", "speed.py")
+
+
+def _call_overhead():
+    return _load("call_overhead", "call_overhead.py")
 
 
 ROWS = ["eager", "ts-N3-o1-block", "ts-N5-o2-paper", "diffusers-eager"]
@@ -167,30 +175,13 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
 
 
 def test_forecast_step_script_runs_with_and_without_the_count(capsys):
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "forecast_step.py"
-    spec = importlib.util.spec_from_file_location("forecast_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("forecast_step", "forecast_step.py")
     assert module.main(["--size", "test", "--compiler", "eager", "--repeat", "20"]) == 0
     assert "as shipped: forecast graph alone ms" in capsys.readouterr().out
 
 
-def _call_overhead():
-    spec = importlib.util.spec_from_file_location(
-        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_call_overhead_table_has_a_row_per_variant(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _call_overhead()
     assert module.main(["--variants", "default,skip-module-guards+heap-malloc", "--compiler",
                         "eager", "--repeats", "1"]) == 0
     rows = _table_rows(capsys.readouterr().out)
@@ -249,25 +240,20 @@ def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
 
 
 def test_call_overhead_refuses_an_unknown_lever():
-    spec = importlib.util.spec_from_file_location(
-        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _call_overhead()
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--variants", "default,skip-guards"])
     assert exit_info.value.code == 2
 
 
 def test_call_overhead_counts_the_guards(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "call_overhead", os.path.join(ROOT, "benchmarks", "call_overhead.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _call_overhead()
     assert module.main(["--count-guards"]) == 0
     out = capsys.readouterr().out
     total, on_tree = map(int, re.search(r"(\d+) guards, (\d+) on the module tree", out).groups())
     assert 0 < on_tree < total, out
     assert re.search(r"TENSOR_MATCH \d+", out)  # the parameters' guards are among them
     assert re.search(r"module check: [\d.]+ ms per generation \(\d+ modules\)", out)
+    assert re.search(r"the same check right after a full step \(plain Inductor\): [\d.]+ ms", out)
     assert re.search(r"a full comparison \(a write that changes nothing, then the fingerprint "
                      r"retaken\): [\d.]+ ms", out)
