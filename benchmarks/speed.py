@@ -374,7 +374,11 @@ def floor_bound(row: Row, full_step: float, non_block_step: float, steps: int) -
         return steps * full_step
     if row.kind not in ("ts", "diffusers", "cachedit"):
         return None
-    computed = len(row.schedule)
+    return schedule_bound(len(row.schedule), full_step, non_block_step, steps)
+
+
+def schedule_bound(computed: int, full_step: float, non_block_step: float, steps: int) -> float:
+    """`computed` steps at the full step, the others at the non-block step."""
     return computed * full_step + (steps - computed) * non_block_step
 
 
@@ -620,9 +624,8 @@ def print_in_rhythm(rows: list[Row], rhythm: Row, inductor: Row, floor: Row, ste
           f"plain Inductor's full model at the {len(rhythm.schedule)} computed steps of the "
           f"schedule below, the non-block model at the others, called in step order, timed in "
           f"the same round-robin)")
-    computed = len(rhythm.schedule)
-    bound = (computed * median(inductor.compute_step)
-             + (steps - computed) * median(floor.compute_step))
+    bound = schedule_bound(len(rhythm.schedule), median(inductor.compute_step),
+                           median(floor.compute_step), steps)
     print(f"floor in rhythm: {bound / floor_time:.2f} of the table's floor bound "
           f"({bound * 1e3:.2f} ms)")
     for r in rows:
@@ -659,7 +662,8 @@ def print_per_step(rows: list[Row], inductor: Row | None, floors: list[Row],
         print(f"{r.key}: sum of per-step medians {total:.2f} ms, floor bound from the same "
               f"medians {bound:.2f} ms: {bound / total:.2f} of the floor")
         forecast = [k for k in range(steps) if k not in r.schedule]
-        rhythm = next((f for f in floors if f.kind == "rhythm" and f.schedule == r.schedule), None)
+        rhythm = next((f for f in floors
+                       if f.kind == "rhythm" and f.schedule == sorted(r.schedule)), None)
         if forecast and rhythm is not None:  # the same steps of the floor in rhythm: non-block
             own, there = (median(meds[key][k] for k in forecast) for key in (r.key, rhythm.key))
             loop = median(bare[k] for k in forecast)
