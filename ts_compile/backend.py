@@ -25,7 +25,8 @@ import torch.fx as fx
 from torch._dynamo.exc import ShortenTraceback
 
 from ._compat import source_name
-from .calling import StateLayout, clock_position, first_positions, time_position
+from .calling import (StateLayout, clock_position, first_positions, positional_parameter_names,
+                      time_position)
 from .compile_calls import (backend_for_current_compile, controller_for_current_compile,
                             model_of_running_call)
 from .integrations import attach_to_diffusers_model
@@ -91,14 +92,9 @@ def _forward_arguments() -> tuple[list[str], str | None]:
     owner = root.f_locals.get("self")
     if names or not isinstance(owner, torch.nn.Module):
         return names, None
-    try:
-        params = inspect.signature(owner.forward).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a builtin, a C extension)
-        return [], None
     varargs = (code.co_varnames[code.co_argcount + code.co_kwonlyargcount]
                if code.co_flags & inspect.CO_VARARGS else None)
-    return ([p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)],
-            varargs)
+    return positional_parameter_names(owner.forward), varargs
 
 
 def _latent_input_name(names: Sequence[str]) -> str | None:

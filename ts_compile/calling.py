@@ -21,7 +21,8 @@ from Dynamo's sources and export from the forward's signature.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -163,6 +164,17 @@ def clock_position(positions: Mapping[str, int], options: TaylorSeerOptions) -> 
     `time_input`, else the first of the usual names; None if there is none."""
     return next((positions[name] for name in (options.time_input, *TIME_INPUT_NAMES)
                  if name in positions), None)
+
+
+def positional_parameter_names(fn: Callable) -> list[str]:
+    """The names `fn` takes by position (a bound method's `self` left out), following
+    `functools.wraps` to the wrapped function; [] where there is no signature to read (a
+    builtin, a C extension). What the forward's first argument (the latent) is called."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def first_positions(named: Sequence[tuple[str | None, int]]) -> dict[str, int]:

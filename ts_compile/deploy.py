@@ -56,7 +56,8 @@ from .artefact import (FORMAT, FORMAT_VERSION, MANIFEST, PROGRAMS, ArtefactError
                        check_manifest, check_records, contiguous_strides, core, device_name,
                        dtype_name, embed_aoti_record, options_to_json, program_inputs,
                        read_aoti_record, read_manifest, sha256, verified_package, zeros_for)
-from .calling import StateLayout, clock_position, first_positions, time_position
+from .calling import (StateLayout, clock_position, first_positions, positional_parameter_names,
+                      time_position)
 from .options import OptionError, TaylorSeerOptions
 from .passes import NotApplicable, TaylorSeerGraphs, build_graphs, declared_block_lists
 from .runner import ExportedTaylorSeer
@@ -171,8 +172,7 @@ def _placement_indices(model: torch.nn.Module, positions: Mapping[str, int],
     """The inputs the runner places calls by, as the Dynamo path does (stepping.py): the latent
     (the forward's first argument: a second call with the very same tensor is another branch of
     the step) and the clock (a time input going back up starts a new generation)."""
-    first = next((p.name for p in inspect.signature(model.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
+    first = next(iter(positional_parameter_names(model.forward)), None)
     return {"latent_tensor_index": positions.get(first),
             "clock_tensor_index": clock_position(positions, settings)}
 
