@@ -97,11 +97,6 @@ def _forward_arguments() -> tuple[list[str], str | None]:
     return positional_parameter_names(owner.forward), varargs
 
 
-def _latent_input_name(names: Sequence[str]) -> str | None:
-    """The first argument of the traced forward (the latent: `hidden_states`, `x`, ...)."""
-    return names[0] if names else None
-
-
 def _block_stack_of_frame(model: torch.nn.Module | None, module: torch.nn.Module | None
                           ) -> tuple[frozenset[str], tuple[str, str] | None]:
     """(block lists, whole-graph region) for the frame being compiled.
@@ -330,7 +325,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any],
     attach_to_diffusers_model(module, controller)
     runtime = GraphRuntime.for_graphs(
         controller, graphs, compute_fn, forecast_fn, device, time_index=time_index,
-        latent_index=positions.get(_latent_input_name(argument_names)),
+        latent_index=positions.get(next(iter(argument_names), None)),  # the first: the latent
         clock_index=clock_index,
         clock_device=None if clock_index is None else example_inputs[clock_index].device,
         instance_index=None if module is model else _parameter_input_index(graphs))
