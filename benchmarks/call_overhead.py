@@ -52,6 +52,15 @@ Variants (--variants, comma-separated):
                        scalar write: the outputs are not the model's). What the runtime costs a
                        forecast step between real steps: its own time, and what its touching
                        memory costs Dynamo and the graph around it
+  minimal-runtime      measurement only, like replayed-runtime plus the reads and the write no
+                       runtime can skip: the calling thread's lane, the latent's version counter
+                       and the time input read on the host (what placing a call reads), and
+                       the scalars the runtime wrote at that step of the recorded generation
+                       copied into the state (as the runtime copies them). Against
+                       replayed-runtime and the default: what those reads and writes cost in
+                       situ, and what the runtime's decisions (placement, state lookup,
+                       schedule, scalars lookup) cost on top: the most a faster runtime of the
+                       same design could save
   ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
 """
 
@@ -76,7 +85,8 @@ sys.path.insert(0, HERE)
 LEVERS = ("default", "ts-module-guards", "skip-module-guards", "keep-param-guards",
           "recursive-dict-tags",
           "free-tensors", "no-size-asserts", "freezing", "skip-guard-eval", "cpp-wrapper",
-          "state-bf16", "order-0", "order-1", "heap-malloc", "replayed-runtime")
+          "state-bf16", "order-0", "order-1", "heap-malloc", "replayed-runtime",
+          "minimal-runtime")
 # heap-malloc: read by glibc at process start, so set in the child's environment, not in-process
 HEAP_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
                    "MALLOC_TOP_PAD_": str(1 << 30)}
@@ -144,7 +154,9 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
         stance = None
         if "skip-guard-eval" in levers:
             stance = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
-        replay = _Replayed(compiled, runtime, noise, inputs) if "replayed-runtime" in levers else None
+        replay = (_Replayed(compiled, runtime, noise, inputs) if "replayed-runtime" in levers
+                  else _Minimal(compiled, runtime, noise, inputs) if "minimal-runtime" in levers
+                  else None)
         try:
             for _ in range(repeats):
                 ts_compile.reset(compiled)
@@ -255,15 +267,20 @@ class _Replayed:
         import speed
         import ts_compile
         from ts_compile.runtime import GraphRuntime
+        from ts_compile.taylor import host_scalars_length
 
         self.runtime, self.real = runtime, GraphRuntime.__call__
         self.calls: list[tuple] = []  # per step: (graph, what followed the user inputs)
+        self.written: list[list[float]] = []  # per step: the scalars the runtime wrote
+        host_length = host_scalars_length(runtime.options.order)
         graphs = runtime.compute_fn, runtime.forecast_fn
         users: list[tuple] = []
 
         def recording(graph):
             def call(*args):
-                self.calls.append((graph, args[len(users[-1]):]))
+                extra = args[len(users[-1]):]
+                self.calls.append((graph, extra))
+                self.written.append(extra[-1][:host_length].tolist())  # the scalars, as written
                 return graph(*args)
             return call
 
@@ -300,6 +317,53 @@ class _Replayed:
         from ts_compile.runtime import GraphRuntime
 
         GraphRuntime.__call__ = self.real
+
+
+class _Minimal(_Replayed):
+    """Measurement only (lever `minimal-runtime`): `_Replayed`, plus at each step what no runtime
+    can skip: the calling thread's lane (as the runtime finds it), the latent's version counter
+    and the time input read on the host (what placing a call reads; a call identical to the
+    previous one is refused), and the scalars the runtime wrote at that step of the recorded
+    generation copied into the state's scalars (a float32 array into a NumPy view: the
+    runtime's CPU write). No decision: placement, the state lookup, the schedule and the scalars
+    lookup are what `_Replayed` against this one leaves out."""
+
+    def __init__(self, compiled, runtime, noise, inputs) -> None:
+        import array
+
+        super().__init__(compiled, runtime, noise, inputs)
+        if runtime.latent_index is None or runtime.clock_index is None:
+            raise ValueError("minimal-runtime needs a graph with latent and time inputs")
+        scalars = self.calls[0][1][-1]
+        self.view = memoryview(scalars[:len(self.written[0])].numpy())
+        self.values = [array.array("f", values) for values in self.written]
+
+    def __enter__(self):
+        from ts_compile.lane import current
+        from ts_compile.runtime import GraphRuntime
+        from ts_compile.stepping import host_time
+
+        calls, values, view = self.calls, self.values, self.view
+        real, ours = self.real, self.runtime
+        latent_index, clock_index = ours.latent_index, ours.clock_index
+        self.step, self.seen = 0, None
+
+        def call(rt, *args):
+            if rt is not ours:
+                return real(rt, *args)
+            lane = getattr(current, "lane", None)
+            if lane is None or not lane.in_call:
+                raise RuntimeError("minimal-runtime: a call outside a model call")
+            seen = args[latent_index]._version, host_time(args[clock_index])
+            if seen == self.seen:
+                raise RuntimeError("minimal-runtime: the same call twice")
+            step, self.seen = self.step, seen
+            view[:] = values[step]
+            (graph, extra), self.step = calls[step], (step + 1) % STEPS
+            return graph(*args, *extra)
+
+        GraphRuntime.__call__ = call
+        return self
 
 
 class _TimedCompiler:

@@ -239,6 +239,44 @@ def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
         assert runtime.forecast_steps - before[1] == steps - len(schedule)
 
 
+def test_minimal_runtime_writes_each_steps_scalars_and_reads_the_inputs():
+    """The second measurement-only lever: each step's graph gets the scalars the runtime wrote
+    at that step (forecast steps differ from each other, so a stale write would show), the
+    runtime counts none of the calls, and a call identical to the previous one (same latent
+    version, same time) is refused, as it reads both."""
+    import ts_compile
+    from ts_compile.api import controller_of
+    from ts_compile.runtime import GraphRuntime
+
+    call_overhead, speed = _call_overhead(), _speed()
+    steps = call_overhead.STEPS
+    schedule = speed.diffusers_schedule(steps, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
+    model, noise, inputs = speed.build_model("tiny")
+    compiled = torch.compile(model, backend="taylorseer", options={
+        "schedule": schedule, "num_steps": steps, "compiler": "eager"})
+    real = GraphRuntime.__call__
+    with torch.no_grad():
+        speed.sample(compiled, noise, inputs, steps)
+        runtime = controller_of(compiled).runtimes[0]
+        minimal = call_overhead._Minimal(compiled, runtime, noise, inputs)
+        assert len({tuple(v) for v in minimal.written}) > 5  # the steps' scalars differ
+        seen = []
+        minimal.calls = [((lambda *a, g=graph: seen.append(a[-1][:len(minimal.written[0])]
+                                                            .tolist()) or g(*a)), extra)
+                         for graph, extra in minimal.calls]
+        before = runtime.computed_steps, runtime.forecast_steps
+        ts_compile.reset(compiled)
+        with minimal:
+            speed.sample(compiled, noise, inputs, steps)
+            kwargs = inputs(noise, 0.5)
+            compiled(**kwargs)
+            with pytest.raises(RuntimeError, match="the same call twice"):
+                compiled(**kwargs)
+        assert GraphRuntime.__call__ is real
+        assert seen[:steps] == minimal.written
+        assert (runtime.computed_steps, runtime.forecast_steps) == before
+
+
 def test_call_overhead_refuses_an_unknown_lever():
     module = _call_overhead()
     with pytest.raises(SystemExit) as exit_info:
