@@ -3,6 +3,7 @@
     python benchmarks/call_overhead.py                     # every variant, --size tiny (~5 min)
     python benchmarks/call_overhead.py --variants default,skip-module-guards --size cpu
     python benchmarks/call_overhead.py --count-guards     # the guards by kind, the module check
+    python benchmarks/call_overhead.py --runtime-split 6 --repeats 10   # the runtime's cost, split
 
 A forecast step is a call of the compiled model: Dynamo's frame entry and guard evaluation, the
 arguments gathered (every parameter is a graph input), the runtime, then the forecast graph. The
@@ -62,11 +63,18 @@ Variants (--variants, comma-separated):
                        schedule, scalars lookup) cost on top: the most a faster runtime of the
                        same design could save
   ts-module-guards+no-size-asserts   a combination (any "+"-joined list works)
+
+--runtime-split N: N processes, each alternating within every round a generation with the real
+runtime, one with minimal-runtime and one with replayed-runtime (the first of them rotating), and
+one of the non-block model, all under ts-module-guards+free-tensors. The three ways are then
+compared within one process and the same minutes (across processes this machine's load moves the
+ratio by more than the runtime costs); per process the medians, then the median ratio over them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -126,14 +134,13 @@ def _settings(levers: list[str]) -> dict[str, Any]:
     return shared
 
 
-def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, Any]:
+def _build(levers: list[str], size: str, compiler: str) -> tuple:
+    """(shared options, model, noise, inputs, the taylorseer model, the non-block model, the
+    computed steps) under `levers`, compiled lazily (at their first call)."""
     import speed
-    import ts_compile
-    from ts_compile.api import controller_of
     from ts_compile.options import TaylorSeerOptions
     from ts_compile.schedule import computed_steps
 
-    levers = variant.split("+")
     shared = _settings(levers)
     schedule = speed.diffusers_schedule(STEPS, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
     model, noise, inputs = speed.build_model(size)
@@ -145,6 +152,16 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
     floor = torch.compile(speed.non_block_model(model), backend=compiler,
                           options=dict(shared) or None)  # under the same variant
     computed = set(computed_steps(TaylorSeerOptions(schedule=schedule, num_steps=STEPS), STEPS))
+    return shared, model, noise, inputs, compiled, floor, computed
+
+
+def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, Any]:
+    import speed
+    import ts_compile
+    from ts_compile.api import controller_of
+
+    levers = variant.split("+")
+    shared, model, noise, inputs, compiled, floor, computed = _build(levers, size, compiler)
     forecast, non_block = [], []
     with torch.no_grad():
         speed.sample(compiled, noise, inputs, STEPS)  # compiles
@@ -203,6 +220,47 @@ def measure(variant: str, size: str, repeats: int, compiler: str) -> dict[str, A
                 non_block_around_us=statistics.median(floor_around) * 1e6,
                 whole_call_us=whole_call * 1e6, non_block_us=n * 1e6, ratio=f / n,
                 recompiles=recompiles, load=os.getloadavg()[0])
+
+
+SPLIT_WAYS = ("runtime", "minimal", "replayed")
+
+
+def runtime_split(size: str, repeats: int, compiler: str) -> dict[str, Any]:
+    """--runtime-split, one process: under ts-module-guards+free-tensors, each round runs a
+    generation with the real runtime, one with `minimal-runtime`, one with `replayed-runtime`
+    (rotating which goes first) and one of the non-block model, so that all three are timed in
+    the same process and the same minutes; medians of the forecast steps and of the non-block
+    steps."""
+    import speed
+    import ts_compile
+    from ts_compile.api import controller_of
+
+    _, _, noise, inputs, compiled, floor, computed = _build(
+        ["ts-module-guards", "free-tensors"], size, compiler)
+    forecast: dict[str, list[float]] = {way: [] for way in SPLIT_WAYS}
+    non_block: list[float] = []
+    with torch.no_grad():
+        speed.sample(compiled, noise, inputs, STEPS)  # compiles
+        speed.sample(floor, noise, inputs, STEPS)
+        runtime = controller_of(compiled).runtimes[0]
+        swaps = {"runtime": contextlib.nullcontext(),
+                 "minimal": _Minimal(compiled, runtime, noise, inputs),
+                 "replayed": _Replayed(compiled, runtime, noise, inputs)}
+        for round_ in range(repeats):
+            k = round_ % len(SPLIT_WAYS)
+            for way in SPLIT_WAYS[k:] + SPLIT_WAYS[:k]:
+                ts_compile.reset(compiled)
+                times: list[float] = []
+                with swaps[way]:
+                    speed.sample(compiled, noise, inputs, STEPS, times)
+                forecast[way] += [t for k, t in enumerate(times) if k not in computed]
+            times = []
+            speed.sample(floor, noise, inputs, STEPS, times)
+            non_block += times
+        ts_compile.reset(compiled)
+    n = statistics.median(non_block)
+    return dict({f"{way}_us": statistics.median(forecast[way]) * 1e6 for way in SPLIT_WAYS},
+                non_block_us=n * 1e6, load=os.getloadavg()[0])
 
 
 class _InSitu:
@@ -483,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count-guards", action="store_true",
                         help="print Dynamo's guards on the model by kind, and the cost of "
                              "skip_module_guards' per-generation check, then exit")
+    parser.add_argument("--runtime-split", type=int, default=0, metavar="N",
+                        help="N processes, each timing forecast steps with the real runtime, "
+                             "minimal-runtime and replayed-runtime alternated in one process "
+                             "(ts-module-guards+free-tensors), then exit")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--one-split", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = sorted({lever for v in variants for lever in v.split("+")} - set(LEVERS))
@@ -496,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.one is not None:
         print("RESULT " + json.dumps(measure(args.one, args.size, args.repeats, args.compiler)))
         return 0
+    if args.one_split:
+        print("RESULT " + json.dumps(runtime_split(args.size, args.repeats, args.compiler)))
+        return 0
     from tabulate import tabulate
 
     cache = tempfile.mkdtemp(prefix="ts_overhead_inductor_")  # one cache: compiles once per graph
@@ -503,9 +569,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} thread(s), "
           f"{args.repeats} generations of {STEPS} steps per model, diffusers' schedule (13/50); "
           f"load average before {os.getloadavg()[0]:.2f}")
-    rows = []
-    for variant in variants:
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--size", args.size,
+
+    def child(flags: list[str], variant: str = "") -> dict[str, Any] | str:
+        """Run one measuring process; its result, or why it failed."""
+        cmd = [sys.executable, os.path.abspath(__file__), *flags, "--size", args.size,
                "--repeats", str(args.repeats), "--threads", str(args.threads),
                "--compiler", args.compiler]
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
@@ -514,10 +581,17 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            rows.append([variant, "failed: " + tail[:120], "", "", "", "", "", "", "", "", ""])
+            return "failed: " + (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
+        return json.loads(line[len("RESULT "):])
+
+    if args.runtime_split:
+        return print_runtime_split([child(["--one-split"]) for _ in range(args.runtime_split)])
+    rows = []
+    for variant in variants:
+        r = child(["--one", variant], variant)
+        if isinstance(r, str):
+            rows.append([variant, r, "", "", "", "", "", "", "", "", ""])
             continue
-        r = json.loads(line[len("RESULT "):])
         rows.append([variant, f"{r['forecast_us']:.0f}", f"{r['graph_us']:.0f}",
                      f"{r['graph_in_situ_us']:.0f} ({r['graph_after_computed_us']:.0f})",
                      f"{r['runtime_us']:.0f}",
@@ -532,6 +606,31 @@ def main(argv: list[str] | None = None) -> int:
                                   "forecast / non-block", "recompiles", "load after"],
                    tablefmt="github", disable_numparse=True))
     return 0
+
+
+def print_runtime_split(results: list[dict[str, Any] | str]) -> int:
+    """The --runtime-split table: one row per process, then the medians over the processes."""
+    from tabulate import tabulate
+
+    rows, ratios = [], {way: [] for way in SPLIT_WAYS}
+    for run, r in enumerate(results, 1):
+        if isinstance(r, str):
+            rows.append([run, r, "", "", ""])
+            continue
+        for way in SPLIT_WAYS:
+            ratios[way].append(r[f"{way}_us"] / r["non_block_us"])
+        rows.append([run, " / ".join(f"{r[f'{way}_us']:.0f}" for way in SPLIT_WAYS),
+                     f"{r['non_block_us']:.0f}",
+                     " / ".join(f"{ratios[way][-1]:.2f}" for way in SPLIT_WAYS),
+                     f"{r['load']:.1f}"])
+    if all(ratios.values()):
+        rows.append(["median", "", "", " / ".join(
+            f"{statistics.median(ratios[way]):.2f}" for way in SPLIT_WAYS), ""])
+    print(tabulate(rows, headers=["run", "forecast step us: " + " / ".join(SPLIT_WAYS),
+                                  "non-block step us",
+                                  "forecast / non-block: " + " / ".join(SPLIT_WAYS),
+                                  "load after"], tablefmt="github", disable_numparse=True))
+    return 0 if all(ratios.values()) else 1
 
 
 if __name__ == "__main__":
