@@ -222,6 +222,14 @@ def test_explain_reports_regions_and_state_without_generation():
     assert report.state_bytes == 2 * 2 * (2 * 3 * 8) * 4
     assert "torch.ops.higher_order.cond" in report.guarded_graph
     assert "blocks1.1[0]" in str(report)
+    # What each pass did, in the order build_graphs runs them, with its own counts.
+    from ts_compile.passes import all_passes
+
+    assert [line.split(":")[0] for line in report.passes] == [p.__name__ for p in all_passes()]
+    assert report.passes[1].startswith("find_regions: 4 regions (blocks0.0, blocks0.1, ")
+    assert report.passes[2] == "mark_live_outputs: 2 of 8 region outputs are live"
+    assert report.passes[3].startswith("insert_guards: 4 regions guarded, 2 tables (4 row inputs)")
+    assert all(f"  {line}" in str(report) for line in report.passes)
 
 
 def test_shape_changes_between_generations_never_reuse_state():

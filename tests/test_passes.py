@@ -27,9 +27,10 @@ def _dynamo_graph(spec=ModelSpec(width=8, lists=(3, 2))):
 def test_build_graphs_runs_the_listed_passes_in_order_each_logging_what_it_did(caplog):
     model, gm = _dynamo_graph()
     with caplog.at_level(logging.INFO, logger="ts_compile"):
-        build_graphs(gm, TaylorSeerOptions(order=2), declared_block_lists(model))
+        graphs = build_graphs(gm, TaylorSeerOptions(order=2), declared_block_lists(model))
     said = [r.getMessage() for r in caplog.records if r.name.startswith("ts_compile.passes")]
     assert [line.split(":")[0] for line in said] == [p.__name__ for p in all_passes()], said
+    assert graphs.reports == said  # what ts_compile.explain prints
     assert "find_regions: 5 regions" in said[1]
     assert said[2].startswith("mark_live_outputs: 1 of 5 region outputs are live")
     assert said[3].startswith("insert_guards: 5 regions guarded, 1 tables (3 row inputs)")

@@ -150,6 +150,7 @@ class Explanation:
     reason_not_applied: str | None
     guarded_graph: str
     forecaster: str = "taylor"  # options.forecaster, as `describe_forecaster` words it
+    passes: list[str] = dataclasses.field(default_factory=list)  # what each pass did, in order
 
     def __str__(self) -> str:
         lines = []
@@ -163,6 +164,9 @@ class Explanation:
             lines.append(f"  {region}[{index}]  shape={list(shape)}  dtype={dtype}")
         lines.append(f"Taylor state: {self.state_bytes / 2**20:.3f} MiB")
         lines.append(f"forecaster: {self.forecaster}")
+        if self.passes:
+            lines.append("passes (ts_compile.passes, in order):")
+            lines.extend(f"  {line}" for line in self.passes)
         if self.guarded_graph:
             lines.append("(print(explanation.guarded_graph) shows the graph with one torch.cond "
                          "per region)")
@@ -192,7 +196,7 @@ def explain(model: torch.nn.Module, *args: Any, options: dict[str, Any] | None =
         nbytes = StateLayout.of(graphs.guards.tables, settings).nbytes()
         found.append(Explanation([r.name for r in graphs.regions], graphs.skipped, live, nbytes,
                                  None, graphs.guarded.print_readable(print_output=False),
-                                 describe_forecaster(settings)))
+                                 describe_forecaster(settings), graphs.reports))
         return gm
 
     # Isolated: explain must neither use up nor be refused by the recompile budget that the

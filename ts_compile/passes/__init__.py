@@ -22,7 +22,7 @@ import torch.fx as fx
 
 from ..analysis.regions import Region, block_of, declared_block_lists, normalize_module_path
 from ..options import TaylorSeerOptions
-from ._contract import (BLOCK_LISTS_KEY, GUARDS_KEY, REGIONS_KEY, SKIPPED_KEY,
+from ._contract import (BLOCK_LISTS_KEY, GUARDS_KEY, REGIONS_KEY, REPORT_KEY, SKIPPED_KEY,
                         WHOLE_GRAPH_REGION_KEY, NotApplicable, Pass)
 from ._surgery import copy_graph_module
 from .find_regions import find_regions
@@ -58,6 +58,7 @@ class TaylorSeerGraphs:
     forecast: fx.GraphModule
     regions: list[Region]
     skipped: list[tuple[str, str]]  # (region name, reason it is computed on every step)
+    reports: list[str] = dataclasses.field(default_factory=list)  # each pass's line, in order
 
     @property
     def guards(self) -> GuardInfo:
@@ -77,8 +78,12 @@ def build_graphs(gm: fx.GraphModule, settings: TaylorSeerOptions,
     guarded = copy_graph_module(gm)
     guarded.meta[BLOCK_LISTS_KEY] = block_lists
     guarded.meta[WHOLE_GRAPH_REGION_KEY] = whole_graph_region
+    reports = []
     for run in PASSES:
         guarded = run(guarded, settings)
+        reports.append(guarded.meta.pop(REPORT_KEY))
     compute, forecast = (take(guarded, settings) for take in SPECIALIZATIONS)
+    reports += [compute.meta.pop(REPORT_KEY), forecast.meta.pop(REPORT_KEY)]
     return TaylorSeerGraphs(guarded=guarded, compute=compute, forecast=forecast,
-                            regions=guarded.meta[REGIONS_KEY], skipped=guarded.meta[SKIPPED_KEY])
+                            regions=guarded.meta[REGIONS_KEY], skipped=guarded.meta[SKIPPED_KEY],
+                            reports=reports)

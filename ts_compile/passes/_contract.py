@@ -3,6 +3,7 @@ keys below; a pass that finds the rewrite cannot apply raises `NotApplicable` wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch.fx as fx
@@ -24,6 +25,15 @@ SKIPPED_KEY = "ts_skipped_regions"  # find_regions: (name, reason) of regions co
 GUARDS_KEY = "ts_guards"  # insert_guards: where it put the tables (GuardInfo)
 # Node meta flag (insert_guards): the node exists to satisfy cond's aliasing rules only.
 COND_ONLY = "ts_cond_only"
+# Left by every pass (`report`): one line on what it changed; `build_graphs` collects them, in
+# order, for `ts_compile.explain`.
+REPORT_KEY = "ts_pass_report"
+
+
+def report(gm: fx.GraphModule, log: logging.Logger, message: str, *args: object) -> None:
+    """Log what a pass changed (info, `message % args`) and leave the line for `explain`."""
+    log.info(message, *args)
+    gm.meta[REPORT_KEY] = message % args
 
 
 class NotApplicable(Exception):

@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 
 from ..analysis.side_effects import live_nodes
-from ._contract import COND_ONLY, GUARDS_KEY, REGIONS_KEY, SKIPPED_KEY
+from ._contract import COND_ONLY, GUARDS_KEY, REGIONS_KEY, SKIPPED_KEY, report
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ def resolve_guards(gm: fx.GraphModule, compute: bool) -> fx.GraphModule:
             delattr(out, name)
     graph.lint()
     out.recompile()
-    log.info("take_%s_branches: %d guards resolved, %d nodes left, %d dead ones removed",
-             "compute" if compute else "forecast", len(conds),
-             sum(1 for n in graph.nodes if n.op not in ("placeholder", "output")), removed)
+    report(out, log, "take_%s_branches: %d guards resolved, %d nodes left, %d dead ones removed",
+           "compute" if compute else "forecast", len(conds),
+           sum(1 for n in graph.nodes if n.op not in ("placeholder", "output")), removed)
     return out
 
 

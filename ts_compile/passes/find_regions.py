@@ -24,7 +24,7 @@ from ..analysis.regions import Region, example_value, is_tensor_value, module_st
 from ..analysis.side_effects import has_effect, storages, written_values
 from ..options import TaylorSeerOptions
 from ._contract import (BLOCK_LISTS_KEY, REGIONS_KEY, SKIPPED_KEY, WHOLE_GRAPH_REGION_KEY,
-                        NotApplicable)
+                        NotApplicable, report)
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def find_regions(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMod
 
     gm.meta[REGIONS_KEY] = regions
     gm.meta[SKIPPED_KEY] = skipped
-    log.info("find_regions: %d regions (%s), %d skipped", len(regions),
+    report(gm, log, "find_regions: %d regions (%s), %d skipped", len(regions),
              ", ".join(r.name for r in regions[:4]) + (" ..." if len(regions) > 4 else ""),
              len(skipped))
     if not regions:

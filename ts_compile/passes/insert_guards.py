@@ -32,7 +32,7 @@ from ..analysis.regions import Region, example_value
 from ..analysis.side_effects import write_order
 from ..options import TaylorSeerOptions
 from ..taylor import checked_forecast, counted_nonfinite, nonfinite_slots, updated_table
-from ._contract import COND_ONLY, GUARDS_KEY, REGIONS_KEY, NotApplicable
+from ._contract import COND_ONLY, GUARDS_KEY, REGIONS_KEY, NotApplicable, report
 from ._surgery import stable_topological_sort
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,8 @@ def insert_guards(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.GraphMo
         num_user_inputs=len(placeholders), tables=state.specs,
         region_names=[r.name for r in regions],
         outputs_per_region=[len(r.outputs) for r in regions])
-    log.info("insert_guards: %d regions guarded, %d tables (%d row inputs); %d nodes moved into "
-             "the branches, graph %d -> %d nodes", len(regions), len(state.specs),
-             sum(len(rows) for ts in state.tables for rows in ts),
-             sum(len(r.nodes) for r in regions), nodes_before, len(graph.nodes))
+    report(gm, log, "insert_guards: %d regions guarded, %d tables (%d row inputs); %d nodes "
+           "moved into the branches, graph %d -> %d nodes", len(regions), len(state.specs),
+           sum(len(rows) for ts in state.tables for rows in ts),
+           sum(len(r.nodes) for r in regions), nodes_before, len(graph.nodes))
     return gm

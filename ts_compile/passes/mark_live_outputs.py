@@ -17,7 +17,7 @@ import torch.fx as fx
 
 from ..analysis.side_effects import live_nodes as live_values
 from ..options import TaylorSeerOptions
-from ._contract import REGIONS_KEY, NotApplicable
+from ._contract import REGIONS_KEY, NotApplicable, report
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def mark_live_outputs(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.Gra
         hidden = [n.name for n in live_nodes if owner.get(n) is region and n not in region.outputs]
         assert not hidden, f"live non-output nodes in {region.name}: {hidden}"
     count = sum(sum(r.live) for r in regions)
-    log.info("mark_live_outputs: %d of %d region outputs are live", count,
+    report(gm, log, "mark_live_outputs: %d of %d region outputs are live", count,
              sum(len(r.outputs) for r in regions))
     if not count:
         raise NotApplicable("no region output reaches the graph's output")

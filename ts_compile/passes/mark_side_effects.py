@@ -14,6 +14,7 @@ import torch.fx as fx
 
 from ..analysis.side_effects import KEPT_FOR_EFFECT
 from ..options import TaylorSeerOptions
+from ._contract import report
 
 log = logging.getLogger(__name__)
 
@@ -27,5 +28,5 @@ def mark_side_effects(gm: fx.GraphModule, settings: TaylorSeerOptions) -> fx.Gra
         if node.op not in ("placeholder", "output", "get_attr") and not node.users:
             node.meta[KEPT_FOR_EFFECT] = True
             flagged += 1
-    log.info("mark_side_effects: %d nodes kept for their effect", flagged)
+    report(gm, log, "mark_side_effects: %d nodes kept for their effect", flagged)
     return gm
