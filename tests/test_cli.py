@@ -65,6 +65,8 @@ def test_explain_paper_cut_lists_live_outputs_with_shapes(capsys):
     assert "regions for cut='paper': 9" in out
     assert "live outputs carrying Taylor state: 11" in out
     assert "transformer_blocks.0.attn" in out and "1x64x32" in out
+    assert "\nwhat each pass did:\n  mark_side_effects: " in out
+    assert "  mark_live_outputs: 11 of " in out and "  take_forecast_branches: 9 guards" in out
     # order 1, bf16: 193536 fp32 bytes at order 2 -> x 2/3 x 1/2
     assert f"{193536 * 2 // 3 // 2:,}" in _state_rows(out)["'paper'"]
 

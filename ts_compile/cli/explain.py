@@ -341,6 +341,9 @@ def _print_report(report, cut: str | tuple[str, ...], settings: TaylorSeerOption
     for name, why in report.skipped:
         print(f"skipped {name}: {why}", file=out)
     _print_live(report, settings, args.all, out)
+    print("\nwhat each pass did:", file=out)
+    for line in report.passes:
+        print(f"  {line}", file=out)
     if args.graph:
         print("\nguarded graph:\n" + report.guarded_graph, file=out)
 
