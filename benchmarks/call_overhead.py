@@ -247,8 +247,8 @@ def runtime_split(size: str, repeats: int, compiler: str) -> dict[str, Any]:
                  "minimal": _Minimal(compiled, runtime, noise, inputs),
                  "replayed": _Replayed(compiled, runtime, noise, inputs)}
         for round_ in range(repeats):
-            k = round_ % len(SPLIT_WAYS)
-            for way in SPLIT_WAYS[k:] + SPLIT_WAYS[:k]:
+            first = round_ % len(SPLIT_WAYS)
+            for way in SPLIT_WAYS[first:] + SPLIT_WAYS[:first]:
                 ts_compile.reset(compiled)
                 times: list[float] = []
                 with swaps[way]:
