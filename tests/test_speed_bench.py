@@ -200,13 +200,11 @@ def test_call_overhead_table_has_a_row_per_variant(capsys):
         assert cells[9] == "0", cells  # no recompiles
 
 
-def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
-    """The measurement-only lever: inside its block every step calls the graph the runtime
-    called at that step (compute or forecast, in the schedule's places) and the runtime counts
-    none of them; outside it, the runtime is back."""
-    import ts_compile
+def _one_generation_run():
+    """(call_overhead, speed, schedule, compiled, noise, inputs, runtime): the benchmarks' tiny
+    model compiled with taylorseer (eager inner compiler, diffusers' schedule), one generation
+    run, and its graph's runtime; what the measurement-only levers record from."""
     from ts_compile.api import controller_of
-    from ts_compile.runtime import GraphRuntime
 
     call_overhead, speed = _call_overhead(), _speed()
     steps = call_overhead.STEPS
@@ -214,10 +212,23 @@ def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
     model, noise, inputs = speed.build_model("tiny")
     compiled = torch.compile(model, backend="taylorseer", options={
         "schedule": schedule, "num_steps": steps, "compiler": "eager"})
-    real = GraphRuntime.__call__
     with torch.no_grad():
         speed.sample(compiled, noise, inputs, steps)
-        runtime = controller_of(compiled).runtimes[0]
+    runtime = controller_of(compiled).runtimes[0]
+    return call_overhead, speed, schedule, compiled, noise, inputs, runtime
+
+
+def test_replayed_runtime_calls_each_steps_graph_without_the_runtime():
+    """The measurement-only lever: inside its block every step calls the graph the runtime
+    called at that step (compute or forecast, in the schedule's places) and the runtime counts
+    none of them; outside it, the runtime is back."""
+    import ts_compile
+    from ts_compile.runtime import GraphRuntime
+
+    call_overhead, speed, schedule, compiled, noise, inputs, runtime = _one_generation_run()
+    steps = call_overhead.STEPS
+    real = GraphRuntime.__call__
+    with torch.no_grad():
         replay = call_overhead._Replayed(compiled, runtime, noise, inputs)
         assert [k for k, (graph, _) in enumerate(replay.calls)
                 if graph is runtime.compute_fn] == schedule
@@ -245,19 +256,12 @@ def test_minimal_runtime_writes_each_steps_scalars_and_reads_the_inputs():
     runtime counts none of the calls, and a call identical to the previous one (same latent
     version, same time) is refused, as it reads both."""
     import ts_compile
-    from ts_compile.api import controller_of
     from ts_compile.runtime import GraphRuntime
 
-    call_overhead, speed = _call_overhead(), _speed()
+    call_overhead, speed, schedule, compiled, noise, inputs, runtime = _one_generation_run()
     steps = call_overhead.STEPS
-    schedule = speed.diffusers_schedule(steps, speed.DIFFUSERS_INTERVAL, speed.WARMUP)
-    model, noise, inputs = speed.build_model("tiny")
-    compiled = torch.compile(model, backend="taylorseer", options={
-        "schedule": schedule, "num_steps": steps, "compiler": "eager"})
     real = GraphRuntime.__call__
     with torch.no_grad():
-        speed.sample(compiled, noise, inputs, steps)
-        runtime = controller_of(compiled).runtimes[0]
         minimal = call_overhead._Minimal(compiled, runtime, noise, inputs)
         assert len({tuple(v) for v in minimal.written}) > 5  # the steps' scalars differ
         seen = []
