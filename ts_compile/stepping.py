@@ -43,6 +43,7 @@ REPEATED_CALLS = "repeated_calls"  # more than MAX_CALLS_PER_STEP identical call
 LATE_MISTAKES = "late_mistakes"  # a decision the time, read late, contradicts: warned, restarted
 
 NEXT, SAME, RESTART = range(3)  # what a placement decided (replayed by the late check)
+PLAIN_NEXT = (None, NEXT)  # the next step, nothing to note
 
 # Classifier-free guidance makes 2 calls per step (3 with image guidance); more calls with the
 # very same latent and time are a loop repeating one call (a benchmark), not branches.
@@ -120,21 +121,33 @@ class Track:
         `given_step`: a step index the caller gave; `num_steps`: the generation's length if
         known; `in_generation`: inside `ts_compile.generation`, which a call cannot end.
         """
-        event, decision = self._decide(latent, time, moved, clock, given_step, num_steps,
-                                       in_generation)
+        event, decision = self.decide(latent, time, moved, clock, given_step, num_steps,
+                                      in_generation)
         if decision == SAME and self.calls_in_step >= MAX_CALLS_PER_STEP:
             self.repeats = True
             event, decision = REPEATED_CALLS, NEXT
         if decision == SAME:
             self.branch = self.calls_in_step
             self.calls_in_step += 1
+            self._remember(latent, time)
         else:
             if decision == RESTART:
                 self.restart()
-            self.step = given_step if given_step is not None else self.step + 1
-            self.branch, self.calls_in_step = 0, 1
+            self.next_step(latent, time, given_step if given_step is not None else self.step + 1)
         self.decision = decision
-        # What the next call is compared with (a weak reference: the latent is not kept alive).
+        return event
+
+    def next_step(self, latent: torch.Tensor | None, time: float | None, step: int) -> None:
+        """Place a call at `step`, branch 0: what a NEXT decision does (`place`, and the
+        runtime's forecast shortcut after `decide` said `PLAIN_NEXT`)."""
+        self.step = step
+        self.branch, self.calls_in_step = 0, 1
+        self.decision = NEXT
+        self._remember(latent, time)
+
+    def _remember(self, latent: torch.Tensor | None, time: float | None) -> None:
+        """What the next call is compared with (a weak reference: the latent is not kept
+        alive)."""
         if latent is None:
             self._latent = None
         else:
@@ -142,10 +155,11 @@ class Track:
                 self._latent = weakref.ref(latent)
             self._latent_version = latent._version
         self.time = time
-        return event
 
-    def _decide(self, latent, time, moved, clock, given_step, num_steps,
-                in_generation) -> tuple[str | None, int]:
+    def decide(self, latent, time, moved, clock, given_step, num_steps,
+               in_generation) -> tuple[str | None, int]:
+        """`place`'s decision, without its effects: (event or None, NEXT / SAME / RESTART).
+        `PLAIN_NEXT` is the next step with nothing to note."""
         if self.step < 0:
             return None, NEXT
         same_latent = (latent is not None and self._latent is not None and not self.repeats
