@@ -63,6 +63,8 @@ class Lane:
         self._interrupted_by: int | None = None  # id of the exception last counted (once)
         # Counters: per graph (computed, forecast) steps, and placement events.
         self.steps: dict[Any, list[int]] = {}  # per graph (GraphRuntime)
+        # Per call name, what its next forecast step needs (runtime.py's forecast shortcut).
+        self.shortcuts: dict[str, Any] = {}
         self.events: collections.Counter = collections.Counter()
 
     @property

@@ -11,7 +11,9 @@ generation) and the Taylor states of every branch.
 equal share it (Dynamo reuses the graph), so it holds no state: that lives in the lane of the
 copy being called (compile_calls.py marks each call's lane). Its `__call__` is the hot path: place
 the call (the first graph of a model call), look up the branch's state, a few integer comparisons,
-one small host->device copy of the step's scalars, one call. No device->host sync.
+one small host->device copy of the step's scalars, one call. No device->host sync. A forecast step
+that plainly follows its call name's last step takes a shortcut through the same decisions
+(`_forecast_by_shortcut`, with what the last step kept in `ForecastShortcut`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .options import TaylorSeerOptions
 from .passes import TableSpec, TaylorSeerGraphs
 from .schedule import is_computed_step
 from .state import Branch, TableShapes, TaylorState
+from .stepping import PLAIN_NEXT, Track, host_time as time_on_host
 from .taylor import (Forecaster, apply_device_time, orders_to_difference,
                      sigmas_from_alphas_cumprod, time_value)
 
@@ -220,6 +223,10 @@ class GraphRuntime:
                          Adaptive(self.options, self.forecaster, device, time_index is not None))
         if self.adaptive is not None and self.sigma_table is not None:
             self.adaptive.sigma_table = self.sigma_table.cpu()
+        # Forecast steps may take the shortcut (below `_step`) where the plain schedule in step
+        # units decides, with one state per branch and a time input read on the host (or none).
+        self.shortcut_applies = (self.adaptive is None and time_index is None
+                                 and instance_index is None and self.clock_kind != LATE_CLOCK)
         controller.adopt(self)
 
     @classmethod
@@ -308,7 +315,13 @@ class GraphRuntime:
         self.module_snapshot.verify(model)
 
     def _step(self, lane: Lane, args: tuple) -> Any:
-        if not lane.placed:  # the first graph of this model call
+        placing = not lane.placed  # the first graph of this model call
+        if placing:
+            shortcut = lane.shortcuts.get(lane.context or DEFAULT_CONTEXT)
+            if shortcut is not None and shortcut.runtime is self:
+                out = self._forecast_by_shortcut(shortcut, lane, args)
+                if out is not NOT_TAKEN:
+                    return out
             lane.place(None if self.latent_index is None else args[self.latent_index],
                        None if self.clock_index is None else args[self.clock_index],
                        self.clock_kind)
@@ -352,4 +365,104 @@ class GraphRuntime:
             counts[1] += 1
             self.forecast_steps += 1
         state.last_step = step
+        if placing:
+            self._keep_shortcut(lane, branch, state, counts)
         return out
+
+    # -- the forecast shortcut ---------------------------------------------------------------
+    # Most calls are forecast steps that plainly follow their call name's last step, in its
+    # graph, branch and state. For them, what the full path would look up is kept from that last
+    # step (`ForecastShortcut`) and checked to still hold, and the placement decision is the
+    # track's own (`Track.decide`). Anything else (a computed step, a second call, a new
+    # generation, new shapes, another graph) takes the full path, which keeps the shortcut for
+    # the next step. Measured: ~2 us of the runtime's ~12 us in a forecast step between real
+    # steps (docs/performance.md); tests/test_forecast_shortcut.py holds it to the full path.
+
+    def _keep_shortcut(self, lane: Lane, branch: Branch, state: TaylorState,
+                       counts: list[int]) -> None:
+        """After a placing call that ran the full path: keep (or drop) its call name's shortcut."""
+        name = lane.context or DEFAULT_CONTEXT
+        track = lane.tracks[name]
+        if (track.branch != 0 or not self.shortcut_applies or lane.late is not None
+                or branch.states.get(self) is not state):
+            lane.shortcuts.pop(name, None)
+            return
+        num_steps = lane.num_steps
+        kept = lane.shortcuts.get(name)
+        if (kept is not None and kept.runtime is self and kept.state is state
+                and kept.generation == track.generation and kept.num_steps == num_steps):
+            return
+        lane.shortcuts[name] = ForecastShortcut(self, track, branch, state, counts,
+                                                track.generation, num_steps)
+
+    def _forecast_by_shortcut(self, shortcut: ForecastShortcut, lane: Lane, args: tuple) -> Any:
+        """The forecast step the full path would run, with the same effects; or NOT_TAKEN,
+        having changed nothing, where it might not be one."""
+        track, branch, state = shortcut.track, shortcut.branch, shortcut.state
+        generation, num_steps = shortcut.generation, lane.num_steps
+        if (track.generation != generation or branch.generation != generation
+                or num_steps != shortcut.num_steps or lane.late is not None
+                or branch.states.get(self) is not state
+                or state.generation != generation or state.filled == 0
+                or (not self.shapes.static and self.shapes.key(args) != branch.keys[self])):
+            return NOT_TAKEN
+        given = lane.given_step
+        step = track.step + 1 if given is None else given
+        if shortcut.computed(step):
+            return NOT_TAKEN
+        latest = branch.latest
+        if latest is not state:  # `_switch_state`: other graphs ran the branch since (graph
+            # breaks); the state goes on if the branch's previous step ran it, in these tables
+            previous = branch.step if step != branch.step else branch.previous_step
+            if ((latest is not None and latest.holds == state.holds)
+                    or state.last_step is None or state.last_step != previous):
+                return NOT_TAKEN
+        latent = None if self.latent_index is None else args[self.latent_index]
+        time = time_on_host(args[self.clock_index]) if self.clock_kind == HOST_CLOCK else None
+        clock = lane.clock
+        moved = clock.move(time)
+        if track.decide(latent, time, moved, clock, given, num_steps,
+                        lane.in_generation) != PLAIN_NEXT:
+            return NOT_TAKEN
+        # `Lane.place` with that decision, then the forecast branch of `_step`.
+        track.next_step(latent, time, step)
+        clock.advance(time, moved, False)
+        branch.enter(step, generation)
+        branch.latest = state
+        lane.branch, lane.step, lane.placed = branch, step, lane.in_call
+        state.write_scalars(self.forecaster.forecast_scalars_f32(step, state.nodes, state.filled))
+        out = self.forecast_fn(*args, *state.inputs)
+        shortcut.counts[1] += 1
+        self.forecast_steps += 1
+        state.last_step = step
+        return out
+
+
+NOT_TAKEN = object()  # what `_forecast_by_shortcut` returns when the full path has to decide
+
+
+class ForecastShortcut:
+    """What a call name's next forecast step needs, kept in its lane by the call name's last
+    full-path step (`GraphRuntime._keep_shortcut`): the graph, the call name's track, its branch 0
+    and that branch's state in the graph, the graph's step counters in the lane, the track's
+    generation and the number of steps the schedule was read for. It holds no decision: each use
+    checks that these still hold and asks the track."""
+
+    __slots__ = ("runtime", "track", "branch", "state", "counts", "generation", "num_steps",
+                 "_computed")
+
+    def __init__(self, runtime: GraphRuntime, track: Track, branch: Branch, state: TaylorState,
+                 counts: list[int], generation: int, num_steps: int | None) -> None:
+        self.runtime, self.track, self.branch, self.state = runtime, track, branch, state
+        self.counts, self.generation, self.num_steps = counts, generation, num_steps
+        # The schedule's answers for a known length, read once (None: ask it per step).
+        self._computed = (None if num_steps is None else
+                          [is_computed_step(s, runtime.options, num_steps)
+                           for s in range(num_steps)])
+
+    def computed(self, step: int) -> bool:
+        """`is_computed_step(step, options, num_steps)`; past the end, True (the full path
+        decides what a step past the end is)."""
+        if self._computed is None:
+            return is_computed_step(step, self.runtime.options, None)
+        return step >= len(self._computed) or self._computed[step]
