@@ -242,13 +242,15 @@ def test_the_shortcut_changes_nothing_on_any_sequence_of_calls(options, graph_br
 
 
 def test_a_plain_loop_takes_the_shortcut_on_every_forecast_step_with_named_calls_too():
-    """Unnamed calls, a reset, and two named branches (CFG written as two calls): every
-    forecast step of each call name is the shortcut's (the first steps are computed, so the full
-    path has kept a shortcut by then), and the outputs are the full path's."""
+    """One call per step, the same after a reset, and CFG written as two calls, named or not:
+    every forecast step of each call name is the shortcut's, except an unnamed second call's
+    (the first steps are computed, so the full path has kept a shortcut by then), and the
+    outputs are the full path's."""
     compiled = compile_ts(build_model(SPEC), order=2, interval=3, warmup=2)
     # 9 steps, warmup 2, interval 3: steps 0, 1, 4, 7 computed, 5 forecast (per call name).
-    plain, cfg = [("steps", 9, "one")], [("steps", 9, "named")]
-    for ops, names in ((plain, 1), ([("reset",), *plain], 1), (cfg, 2)):
+    plain = [("steps", 9, "one")]
+    for ops, names in ((plain, 1), ([("reset",), *plain], 1), ([("steps", 9, "named")], 2),
+                       ([("steps", 9, "unnamed")], 1)):
         run(compiled, ops, shortcut=True)  # compiles
         full = run(compiled, ops, shortcut=False)
         with counting_shortcuts() as taken:

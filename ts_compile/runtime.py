@@ -383,7 +383,9 @@ class GraphRuntime:
         """After a placing call that ran the full path: keep (or drop) its call name's shortcut."""
         name = lane.context or DEFAULT_CONTEXT
         track = lane.tracks[name]
-        if (track.branch != 0 or not self.shortcut_applies or lane.late is not None
+        if track.branch != 0:  # a second call of a step: the next step's first call is branch 0's
+            return
+        if (not self.shortcut_applies or lane.late is not None
                 or branch.states.get(self) is not state):
             lane.shortcuts.pop(name, None)
             return
