@@ -65,3 +65,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "sweep" in item.keywords:
             item.add_marker(skip)
+
+
+# The export tests' artefacts, built once per session for every module that asks (a session
+# fixture imported into two test modules is built once in each: ~45 s of AOTInductor per copy).
+from .export_artefacts import dit, flux  # noqa: E402, F401

@@ -1,6 +1,7 @@
 """Artefacts shared by the export tests: each is exported once per test session.
 
-AOTInductor compiles take tens of seconds each on 2 CPU cores, so every export test reuses these:
+AOTInductor compiles take tens of seconds each on 2 CPU cores, so every export test reuses these
+(tests/conftest.py imports the fixtures, so that a session builds each once for all modules):
 the tiny FLUX of the pipeline tests (exported with the exact call FluxPipeline makes, so the same
 artefact runs the pipeline) and the tiny DiT (batch 2: its timestep is a [2] tensor, what DiT
 pipelines pass as `t.expand(batch)`). The reference is the Dynamo path,

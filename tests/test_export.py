@@ -23,8 +23,8 @@ from ts_compile.options import TaylorSeerOptions
 from ts_compile.schedule import computed_steps
 
 from .conftest import compile_ts
-from .export_artefacts import (DIT_OPTIONS, OPTIONS, TOL, dit,  # noqa: F401
-                               dit_runner_against_dynamo, flux, flux_step_kwargs)
+from .export_artefacts import (DIT_OPTIONS, OPTIONS, TOL, dit_runner_against_dynamo,
+                               flux_step_kwargs)
 
 HEIGHT = WIDTH = 32  # FluxPipeline -> 64 image tokens of 16 channels, as exported
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from ts_compile.artefact import RECORD, ArtefactError, core, sha256
 from ts_compile.deploy import load
 
-from .export_artefacts import OPTIONS, flux, flux_step_kwargs  # noqa: F401
+from .export_artefacts import OPTIONS, flux_step_kwargs
 
 pytestmark = pytest.mark.export
 
