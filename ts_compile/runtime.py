@@ -280,7 +280,8 @@ class GraphRuntime:
 
     def _switch_state(self, branch: Branch, key: tuple, own: TaylorState | None) -> TaylorState:
         """Slow path: this graph's first call in the branch or generation, new input sizes, or the
-        branch's last call ran in another graph (Dynamo switched graphs, or graph breaks)."""
+        branch's last call ran in another graph (Dynamo switched graphs, or graph breaks).
+        `_forecast_by_shortcut` repeats the keep-own-state condition below: change both."""
         shapes = self.shapes.resolve(key)
         holds = (self.outputs, tuple(shapes))
         latest = branch.latest
