@@ -140,11 +140,13 @@ class Lane:
 
     # -- placing a call --------------------------------------------------------------------
     def place(self, latent: torch.Tensor | None, clock: torch.Tensor | None,
-              clock_kind: int) -> None:
+              clock_kind: int, decided: tuple | None = None) -> None:
         """Decide the branch and step of this model call (`self.branch`, `self.step`).
 
         `latent`, `clock`: the call's latent and time inputs (None if the graph has none);
-        `clock_kind`: how the time can be read (`HOST_CLOCK`: at once, `LATE_CLOCK`: later)."""
+        `clock_kind`: how the time can be read (`HOST_CLOCK`: at once, `LATE_CLOCK`: later);
+        `decided`: (time, moved, decision) that the forecast shortcut read and asked its call
+        name's existing track for, with no late times pending (runtime.py), not to do it twice."""
         name = self.context or DEFAULT_CONTEXT
         track = self.tracks.get(name)
         if track is None:
@@ -153,10 +155,13 @@ class Lane:
         if self.late is not None:
             for event, mistake in self.late.mistakes():
                 self._late_mistake(event, mistake)
-        time = host_time(clock) if clock_kind == HOST_CLOCK else None
-        moved = self.clock.move(time)
+        if decided is None:
+            time = host_time(clock) if clock_kind == HOST_CLOCK else None
+            moved, made = self.clock.move(time), None
+        else:
+            time, moved, made = decided
         event = track.place(latent, time, moved, self.clock, self.given_step, self.num_steps,
-                            self.in_generation)
+                            self.in_generation, made)
         self.clock.advance(time, moved, track.decision == RESTART)
         if event is not None:
             self._note(event)

@@ -319,13 +319,15 @@ class GraphRuntime:
         placing = not lane.placed  # the first graph of this model call
         if placing:
             shortcut = lane.shortcuts.get(lane.context or DEFAULT_CONTEXT)
+            decided = None
             if shortcut is not None and shortcut.runtime is self:
                 out = self._forecast_by_shortcut(shortcut, lane, args)
-                if out is not NOT_TAKEN:
+                if type(out) is not Declined:
                     return out
+                decided = out.decided
             lane.place(None if self.latent_index is None else args[self.latent_index],
                        None if self.clock_index is None else args[self.clock_index],
-                       self.clock_kind)
+                       self.clock_kind, decided)
         branch, step = lane.branch, lane.step
         state = self._state_for(branch, args)
         counts = lane.steps.get(self) or lane.count(self)
@@ -399,8 +401,9 @@ class GraphRuntime:
                                                 track.generation, num_steps)
 
     def _forecast_by_shortcut(self, shortcut: ForecastShortcut, lane: Lane, args: tuple) -> Any:
-        """The forecast step the full path would run, with the same effects; or NOT_TAKEN,
-        having changed nothing, where it might not be one."""
+        """The forecast step the full path would run, with the same effects; or `Declined`,
+        having changed nothing, where it might not be one (with the placement's decision where
+        it asked for it, for `Lane.place` to use)."""
         track, branch, state = shortcut.track, shortcut.branch, shortcut.state
         generation, num_steps = shortcut.generation, lane.num_steps
         if (track.generation != generation or branch.generation != generation
@@ -408,25 +411,25 @@ class GraphRuntime:
                 or branch.states.get(self) is not state
                 or state.generation != generation or state.filled == 0
                 or (not self.shapes.static and self.shapes.key(args) != branch.keys[self])):
-            return NOT_TAKEN
+            return NOT_ASKED
         given = lane.given_step
         step = track.step + 1 if given is None else given
         if shortcut.computed(step):
-            return NOT_TAKEN
+            return NOT_ASKED
         latest = branch.latest
         if latest is not state:  # `_switch_state`: other graphs ran the branch since (graph
             # breaks); the state goes on if the branch's previous step ran it, in these tables
             previous = branch.step if step != branch.step else branch.previous_step
             if ((latest is not None and latest.holds == state.holds)
                     or state.last_step is None or state.last_step != previous):
-                return NOT_TAKEN
+                return NOT_ASKED
         latent = None if self.latent_index is None else args[self.latent_index]
         time = time_on_host(args[self.clock_index]) if self.clock_kind == HOST_CLOCK else None
         clock = lane.clock
         moved = clock.move(time)
-        if track.decide(latent, time, moved, clock, given, num_steps,
-                        lane.in_generation) != PLAIN_NEXT:
-            return NOT_TAKEN
+        decision = track.decide(latent, time, moved, clock, given, num_steps, lane.in_generation)
+        if decision != PLAIN_NEXT:  # e.g. the second call of a step (CFG as two unnamed calls)
+            return Declined((time, moved, decision))
         # `Lane.place` with that decision, then the forecast branch of `_step`.
         track.next_step(latent, time, step)
         clock.advance(time, moved, False)
@@ -441,7 +444,17 @@ class GraphRuntime:
         return out
 
 
-NOT_TAKEN = object()  # what `_forecast_by_shortcut` returns when the full path has to decide
+class Declined:
+    """`_forecast_by_shortcut`'s answer when the full path has to run the step: `decided` is
+    (time, moved, decision) where it already asked the track (`Lane.place` reuses it), or None."""
+
+    __slots__ = ("decided",)
+
+    def __init__(self, decided: tuple | None) -> None:
+        self.decided = decided
+
+
+NOT_ASKED = Declined(None)
 
 
 class ForecastShortcut:

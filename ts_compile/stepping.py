@@ -112,17 +112,20 @@ class Track:
         self.time: float | None = None  # the last call's time, when known on the host
 
     def place(self, latent: torch.Tensor | None, time: float | None, moved: int, clock: Clock,
-              given_step: int | None, num_steps: int | None, in_generation: bool) -> str | None:
+              given_step: int | None, num_steps: int | None, in_generation: bool,
+              decided: tuple[str | None, int] | None = None) -> str | None:
         """Decide the step and branch of a call (sets `step`, `branch`, `decision`); returns an
         event.
 
         `latent`: the call's latent tensor (None if unknown); `time`: its time on the host (None
         if unknown); `moved`: how the time moved since the thread's last call (`clock`);
         `given_step`: a step index the caller gave; `num_steps`: the generation's length if
-        known; `in_generation`: inside `ts_compile.generation`, which a call cannot end.
+        known; `in_generation`: inside `ts_compile.generation`, which a call cannot end;
+        `decided`: what `decide` returned for these very arguments, if already asked.
         """
-        event, decision = self.decide(latent, time, moved, clock, given_step, num_steps,
-                                      in_generation)
+        if decided is None:
+            decided = self.decide(latent, time, moved, clock, given_step, num_steps, in_generation)
+        event, decision = decided
         if decision == SAME and self.calls_in_step >= MAX_CALLS_PER_STEP:
             self.repeats = True
             event, decision = REPEATED_CALLS, NEXT
