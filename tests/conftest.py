@@ -55,9 +55,24 @@ def no_warnings():
         yield
 
 
+# Run in parallel (`-n 2 --dist loadgroup`, the README's command, with pytest-xdist): each test
+# file goes whole to one worker, so its module fixtures are built once; the files that share the
+# session's export artefacts go to the same worker, so each artefact is built once.
+_SHARED_ARTEFACTS = {"test_export.py", "test_export_trust.py"}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one intra-op thread each, not two each contending for both cores.
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `sweep` (the rest of the every-transformer sweep) run only when selected with
-    `-m sweep` (or any -m expression naming it); a plain run skips them and says how to run them."""
+    """Each test's worker group (its file, or the shared artefacts' group). Tests marked `sweep`
+    (the rest of the every-transformer sweep) run only when selected with `-m sweep` (or any -m
+    expression naming it); a plain run skips them and says how to run them."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(
+            "export-artefacts" if name in _SHARED_ARTEFACTS else name))
     if "sweep" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="the full model sweep: run with -m sweep "
