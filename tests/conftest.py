@@ -55,9 +55,9 @@ def no_warnings():
         yield
 
 
-# Run in parallel (`-n 2 --dist loadgroup`, the README's command, with pytest-xdist): each test
-# file goes whole to one worker, so its module fixtures are built once; the files that share the
-# session's export artefacts go to the same worker, so each artefact is built once.
+# Run in parallel (`-n 2 --dist loadfile`, the README's command, with pytest-xdist): each test file
+# goes whole to one worker, so its module fixtures are built once; the files that share the
+# session's export artefacts go to the same worker as one unit, so each artefact is built once.
 _SHARED_ARTEFACTS = {"test_export.py", "test_export_trust.py"}
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -65,14 +65,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own scheduler for the mode
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the files sharing the export artefacts scheduled as one file."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesSharingArtefacts(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)  # the test's file
+            return "export-artefacts" if scope.rsplit("/", 1)[-1] in _SHARED_ARTEFACTS else scope
+
+    return FilesSharingArtefacts(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each test's worker group (its file, or the shared artefacts' group). Tests marked `sweep`
-    (the rest of the every-transformer sweep) run only when selected with `-m sweep` (or any -m
-    expression naming it); a plain run skips them and says how to run them."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(
-            "export-artefacts" if name in _SHARED_ARTEFACTS else name))
+    """Tests marked `sweep` (the rest of the every-transformer sweep) run only when selected with
+    `-m sweep` (or any -m expression naming it); a plain run skips them and says how to run them."""
     if "sweep" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="the full model sweep: run with -m sweep "
