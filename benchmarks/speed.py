@@ -4,6 +4,7 @@
     python benchmarks/speed.py --rows inductor,ts-N5-o2-block,diffusers-eager --repeats 3
     python benchmarks/speed.py --size tiny --steps 6 --repeats 1 --compiler eager   # seconds
     python benchmarks/speed.py --size tiny --free-tensors ...   # parameters as graph attributes
+    python benchmarks/speed.py --size tiny --evict-mib 8 ...    # each step from emptied caches
 
 A FLUX-shaped `FluxTransformer2DModel` (random weights; "cpu" size: 2 double + 4 single blocks,
 4x32 heads, 1024 image + 32 text tokens, the setup of the peers measured in the reference notes)
@@ -140,6 +141,22 @@ def sample(call: Callable, noise: torch.Tensor, inputs: Callable, steps: int,
         if k == 0 and after_first is not None:
             after_first()
     return x
+
+
+def evicting(inputs: Callable, mib: int) -> Callable:
+    """`inputs` that first writes `mib` MiB (--evict-mib): `sample` builds a step's inputs
+    before it starts the step's clock, so each timed call starts from caches emptied as by
+    other work on the machine, and the write itself is in no step's time."""
+    if mib == 0:
+        return inputs
+    buffer = torch.zeros(mib * 2**20 // 4)
+
+    def evicted(x: torch.Tensor, sigma: float) -> dict[str, Any]:
+        buffer.add_(1.0)
+        return inputs(x, sigma)
+
+    evicted.buffer = buffer  # for tests
+    return evicted
 
 
 def diffusers_schedule(steps: int, interval: int, before: int) -> list[int]:
@@ -529,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-step", action="store_true",
                         help="also print each step's median time per row (which steps a "
                              "generation's time goes to) and the floor bound from those medians")
+    parser.add_argument("--evict-mib", type=int, default=0,
+                        help="before each timed model call, outside its time, write a buffer "
+                             "of this many MiB: every step starts from caches another job "
+                             "emptied (every row and floor alike; 0, the default: off)")
     parser.add_argument("--compile-probe", default=None, help=argparse.SUPPRESS)
     try:
         args = parser.parse_args(argv)
@@ -541,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
         if args.threads is not None and args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        if args.evict_mib < 0:
+            raise UsageError(f"--evict-mib must be >= 0, got {args.evict_mib}")
         if args.compiler not in ("inductor", "eager"):
             raise UsageError(f"--compiler must be inductor or eager, got {args.compiler!r}")
         keys = [k.strip() for k in args.rows.split(",") if k.strip()]
@@ -594,7 +617,8 @@ def run(args, keys: list[str]) -> int:
         if r.flops_gen is None and twin is not None:
             r.flops_gen = twin.flops_gen
     ts_before = {r.key: ts_compile.stats(r.call) for r in rows if r.kind == "ts"}
-    references = _timed_generations(rows + floors, noise, inputs, args.steps, args.repeats)
+    references = _timed_generations(rows + floors, noise, evicting(inputs, args.evict_mib),
+                                    args.steps, args.repeats)
     load_after = os.getloadavg()
     _read_counts(rows, ts_before, args.repeats, notes)
     _print_table(args, rows, by_key, floor_row, flops)
@@ -685,7 +709,9 @@ def _print_setup(args, model, load_before: tuple[float, float, float]) -> None:
           f"{cfg['attention_head_dim']} heads, {params / 1e6:.2f}M params, random weights), "
           f"{spec['grid'] ** 2} image + {spec['text']} text tokens, {args.steps} Euler steps, "
           f"compiler={args.compiler}, {args.repeats} timed repeats, rows alternated"
-          + (", install_free_tensors=True (every row)" if args.free_tensors else ""))
+          + (", install_free_tensors=True (every row)" if args.free_tensors else "")
+          + (f", {args.evict_mib} MiB written before each timed call (--evict-mib)"
+             if args.evict_mib else ""))
 
 
 def _step_flops(model, noise, inputs, rows: list[Row]) -> tuple[int, dict[str, tuple[int, int]]]:

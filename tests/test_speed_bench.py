@@ -157,12 +157,37 @@ def test_adaptive_row_is_calibrated_to_the_fixed_schedules_count(capsys):
     assert re.search(r"ts-adaptive-o2-block: [\d.]+ us per call", out), out  # section (a)
 
 
+def test_evict_mib_writes_its_buffer_before_each_step_is_timed(capsys):
+    speed = _speed()
+    model, noise, inputs = speed.build_model("tiny")
+    assert speed.evicting(inputs, 0) is inputs
+    evicted = speed.evicting(inputs, 1)
+    assert evicted.buffer.numel() * 4 == 2**20
+    seen = []
+
+    def call(**kw):  # each call sees the buffer written once more: the write came before it
+        seen.append(float(evicted.buffer[-1]))
+        return (torch.zeros_like(kw["hidden_states"]),)
+
+    speed.sample(call, noise, evicted, 3)
+    assert seen == [1.0, 2.0, 3.0]
+    assert evicted(noise, 0.5).keys() == inputs(noise, 0.5).keys()
+    rc = speed.main(["--size", "tiny", "--steps", "6", "--repeats", "1", "--threads", "1",
+                     "--compiler", "eager", "--host-calls", "300", "--no-compile-probe",
+                     "--evict-mib", "1", "--rows", "ts-dsched-o2-block-mg"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "1 MiB written before each timed call (--evict-mib)" in out
+    assert float(_table_rows(out)["ts-dsched-o2-block-mg"][9]) > 0, out  # it forecast
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--rows", "eager,nope"], "unknown row(s) 'nope'"),
     (["--size", "huge"], "--size must be one of"),
     (["--steps", "0"], "--steps must be >= 1"),
     (["--steps", "ten"], "invalid int value"),
     (["--compiler", "tvm"], "--compiler must be"),
+    (["--evict-mib", "-1"], "--evict-mib must be >= 0"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
     rc = _speed().main(argv)
