@@ -157,20 +157,31 @@ def test_adaptive_row_is_calibrated_to_the_fixed_schedules_count(capsys):
     assert re.search(r"ts-adaptive-o2-block: [\d.]+ us per call", out), out  # section (a)
 
 
-def test_evict_mib_writes_its_buffer_before_each_step_is_timed(capsys):
+def test_evict_mib_writes_its_buffer_before_each_step_is_timed(capsys, monkeypatch):
     speed = _speed()
-    model, noise, inputs = speed.build_model("tiny")
+    _, noise, inputs = speed.build_model("tiny")
     assert speed.evicting(inputs, 0) is inputs
-    evicted = speed.evicting(inputs, 1)
+    clock = [0.0]  # a fake perf_counter: the inputs (and the write) take 100, a call 1
+
+    def slow_inputs(x, sigma):
+        clock[0] += 100.0
+        return inputs(x, sigma)
+
+    evicted = speed.evicting(slow_inputs, 1)
     assert evicted.buffer.numel() * 4 == 2**20
     seen = []
 
     def call(**kw):  # each call sees the buffer written once more: the write came before it
         seen.append(float(evicted.buffer[-1]))
+        clock[0] += 1.0
         return (torch.zeros_like(kw["hidden_states"]),)
 
-    speed.sample(call, noise, evicted, 3)
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
+    step_times: list[float] = []
+    speed.sample(call, noise, evicted, 3, step_times)
+    monkeypatch.undo()
     assert seen == [1.0, 2.0, 3.0]
+    assert step_times == [1.0, 1.0, 1.0]  # neither the write nor the inputs in a step's time
     assert evicted(noise, 0.5).keys() == inputs(noise, 0.5).keys()
     rc = speed.main(["--size", "tiny", "--steps", "6", "--repeats", "1", "--threads", "1",
                      "--compiler", "eager", "--host-calls", "300", "--no-compile-probe",
